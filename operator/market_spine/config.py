@@ -1,0 +1,63 @@
+"""Runtime settings, read from ``SPINE_*`` environment variables (pydantic-settings).
+
+Called by the CLI, the worker and the operator at start-up. Secrets (the database URL with its
+password) come only from the environment, which in a cluster is filled from a Kubernetes Secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Backend(StrEnum):
+    LOCAL = "local"  # the PostgreSQL-backed queue and `spine worker`
+    KUBERNETES = "kubernetes"  # SpineWorkItem objects reconciled by the operator
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPINE_", extra="ignore")
+
+    # --- database -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="Any PostgreSQL URL; unset means an embedded server in data_dir."
+    )
+    data_dir: Path | None = Field(None, description="Where the embedded PostgreSQL keeps its data.")
+    db_connect_timeout: int = Field(10, ge=1, description="Seconds to wait for PostgreSQL to answer.")
+
+    # --- work queue -----------------------------------------------------------------------
+    backend: Backend = Backend.LOCAL
+    namespace: str = Field("default", description="Namespace of SpineWorkItems (kubernetes backend).")
+    kubeconfig: Path | None = Field(None, description="Kubeconfig for the kubernetes backend; in-cluster if unset.")
+
+    # --- FINRA ----------------------------------------------------------------------------
+    finra_api_url: str = Field("https://api.finra.org", description="Base URL of FINRA's Query API or a mirror.")
+    finra_api_client_id: str | None = None
+    finra_api_client_secret: str | None = None
+    finra_api_rate_per_second: float = Field(5.0, gt=0)
+    finra_api_retries: int = Field(3, ge=1)
+    landing_dir: Path | None = Field(
+        None, description="Folder of FINRA weekly files; the doctor points ingest remediations at files here."
+    )
+
+    # --- operator -------------------------------------------------------------------------
+    pipeline_image: str = Field("ghcr.io/market-spine/market-spine:0.1.0", description="Image of pipeline Jobs.")
+    database_secret: str = Field("market-spine-db", description="Secret whose `url` key Jobs read.")
+    database_secret_key: str = Field("url")
+    job_service_account: str | None = None
+    job_ttl_seconds: int = Field(86_400, ge=0)
+    job_start_timeout_seconds: int = Field(600, ge=1)
+    default_active_deadline_seconds: int = Field(3600, ge=1)
+    max_running: int = Field(10, ge=1, description="Global limit of running Jobs.")
+    max_running_per_pipeline: int = Field(5, ge=1)
+    resync_interval_seconds: float = Field(300.0, gt=0)
+    metrics_port: int = Field(9102, ge=1, le=65535)
+    health_port: int = Field(8080, ge=1, le=65535)
+    peering: str | None = Field(None, description="Kopf peering name for two replicas; None = standalone.")
+
+
+def load_settings() -> Settings:
+    return Settings()

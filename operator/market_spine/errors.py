@@ -1,0 +1,43 @@
+"""Errors a user can act on. Every entry point turns a :class:`SpineError` into one line, no traceback.
+
+Each subclass carries the CLI exit code that fits it, so ``spine`` and the pipeline container
+report the same failure the same way.
+"""
+
+from __future__ import annotations
+
+
+class SpineError(Exception):
+    """Base of expected, user-facing failures."""
+
+    exit_code = 1
+
+
+class UsageError(SpineError):
+    """Bad arguments: an unknown pipeline or tier, a malformed date."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailable(SpineError):
+    """PostgreSQL could not be reached (retryable)."""
+
+    exit_code = 3
+
+
+class InputFileError(SpineError):
+    """A source file cannot be used at all (bad header, wrong week); nothing was written."""
+
+    exit_code = 4
+
+
+class SourceUnavailable(SpineError):
+    """A remote source (FINRA's API, a URL) failed after retries (retryable)."""
+
+    exit_code = 5
+
+
+class NotFound(SpineError):
+    """A work item, capture or partition that does not exist."""
+
+    exit_code = 6

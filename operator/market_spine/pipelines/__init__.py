@@ -1,0 +1,1 @@
+"""The FINRA OTC Transparency pipelines (ingest → normalize → compute) and their registry."""
