@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     finra_api_client_id: str | None = None
     finra_api_client_secret: str | None = None
     finra_api_rate_per_second: float = Field(5.0, gt=0)
-    finra_api_retries: int = Field(3, ge=1)
+    finra_api_retries: int = Field(3, ge=1, description="Attempts per API request before giving up.")
+    finra_api_backoff_seconds: float = Field(1.0, ge=0, description="First wait between API retries; doubles.")
     landing_dir: Path | None = Field(
         None, description="Folder of FINRA weekly files; the doctor points ingest remediations at files here."
     )

@@ -113,7 +113,9 @@ def detect_gaps(
     for week, tier in expected_list:
         stages = manifest.get((week, tier), {})
         if not stages:
-            report.missing.append(MissingPartition(week, tier, run_command(INGEST, week, tier, ingest_source(week, tier))))
+            report.missing.append(
+                MissingPartition(week, tier, run_command(INGEST, week, tier, ingest_source(week, tier)))
+            )
             continue
         absent = tuple(s for s in STAGE_ORDER if s not in stages)
         if absent:

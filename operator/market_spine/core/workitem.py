@@ -70,3 +70,16 @@ class WorkItemSpec(BaseModel):
     def name(self) -> str:
         """The deterministic Kubernetes name of this work item."""
         return work_item_name(self.domain, self.pipeline, self.partition.as_dict())
+
+
+class EnqueueResult(BaseModel):
+    """What ``spine work enqueue`` reports, for either backend: the item's name, whether this call
+    created it (False = "already enqueued", a no-op), and its current state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pipeline: str
+    partition_key: str
+    created: bool
+    state: str

@@ -85,7 +85,12 @@ core_work_items = Table(
     Index("ix_core_work_items_next_attempt", "next_attempt_at", postgresql_where=text("state = 'RETRY_WAIT'")),
     Index("ix_core_work_items_domain_pipeline", "domain", "pipeline"),
     # The worker's claim query: runnable items by priority, then age.
-    Index("ix_core_work_items_claim", text("priority DESC"), "desired_at", postgresql_where=text("state = 'PENDING'")),
+    Index(
+        "ix_core_work_items_claim",
+        text("priority DESC"),
+        "desired_at",
+        postgresql_where=text("state = 'PENDING'"),
+    ),
 )
 
 core_executions = Table(

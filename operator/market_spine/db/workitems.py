@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, or_, select, update
+from sqlalchemy import Connection, Row, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from market_spine.core.backoff import RetryPolicy
@@ -109,8 +109,8 @@ def insert_if_absent(
 ) -> tuple[WorkItemRecord, bool]:
     """Insert a PENDING work item unless its (domain, pipeline, partition) exists; return (row, created)."""
     values = _spec_values(spec) | {"k8s_namespace": k8s_namespace, "k8s_name": k8s_name}
-    stmt = insert(T).values(**values).on_conflict_do_nothing(
-        index_elements=[T.c.domain, T.c.pipeline, T.c.partition_key]
+    stmt = (
+        insert(T).values(**values).on_conflict_do_nothing(index_elements=[T.c.domain, T.c.pipeline, T.c.partition_key])
     )
     created = conn.execute(stmt.returning(T.c.id)).first() is not None
     record = get_by_key(conn, spec.domain, spec.pipeline, spec.partition_key)
@@ -246,9 +246,9 @@ class ExecutionRecord:
     domain: str
     pipeline: str
     partition_key: str
-    attempt: int
     backend: str
-    started_at: datetime
+    attempt: int | None = None
+    started_at: datetime | None = None
     work_item_id: int | None = None
     job_name: str | None = None
     finished_at: datetime | None = None
@@ -259,13 +259,19 @@ class ExecutionRecord:
 
 
 def upsert_execution(conn: Connection, record: ExecutionRecord) -> None:
-    """Insert or complete an execution row; a finished row is never reopened by a late RUNNING sync."""
+    """Insert or complete an execution row; a finished row is never reopened by a late RUNNING sync.
+
+    The operator and the pipeline container both write the same execution and neither knows all
+    of it (the container has the capture, the operator the Job and attempt), so a field left as
+    None is not written: it never erases what the other writer recorded.
+    """
     values = {k: getattr(record, k) for k in record.__dataclass_fields__}
-    stmt = insert(E).values(**values)
+    known = {k: v for k, v in values.items() if v is not None}
+    stmt = insert(E).values(**known)
     stmt = stmt.on_conflict_do_update(
         index_elements=[E.c.execution_id],
-        set_={k: stmt.excluded[k] for k in values if k != "execution_id"},
-        where=or_(E.c.outcome == "RUNNING", and_(E.c.outcome == stmt.excluded.outcome)),
+        set_={k: stmt.excluded[k] for k in known if k != "execution_id"},
+        where=or_(E.c.outcome == "RUNNING", E.c.outcome == stmt.excluded.outcome),
     )
     conn.execute(stmt)
 

@@ -107,9 +107,7 @@ def upgrade() -> None:
             "state IN ('PENDING', 'RUNNING', 'RETRY_WAIT', 'COMPLETE', 'FAILED', 'CANCELLED')",
             name=op.f("ck_core_work_items_state"),
         ),
-        sa.CheckConstraint(
-            "attempt_count >= 0 AND max_attempts >= 1", name=op.f("ck_core_work_items_attempts")
-        ),
+        sa.CheckConstraint("attempt_count >= 0 AND max_attempts >= 1", name=op.f("ck_core_work_items_attempts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_core_work_items")),
         sa.UniqueConstraint(
             "domain",
@@ -126,9 +124,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'PENDING'"),
     )
     op.create_index("ix_core_work_items_desired_at", "core_work_items", ["desired_at"], unique=False)
-    op.create_index(
-        "ix_core_work_items_domain_pipeline", "core_work_items", ["domain", "pipeline"], unique=False
-    )
+    op.create_index("ix_core_work_items_domain_pipeline", "core_work_items", ["domain", "pipeline"], unique=False)
     op.create_index(
         "ix_core_work_items_next_attempt",
         "core_work_items",
@@ -382,15 +378,9 @@ def downgrade() -> None:
         op.execute(sa.text(f"DROP VIEW IF EXISTS {table}_latest"))
     op.drop_index("ix_core_executions_partition", table_name="core_executions")
     op.drop_table("core_executions")
-    op.drop_index(
-        "ix_finra_otc_transparency_venue_volume_symbol", table_name="finra_otc_transparency_venue_volume"
-    )
-    op.drop_index(
-        "ix_finra_otc_transparency_venue_volume_latest", table_name="finra_otc_transparency_venue_volume"
-    )
-    op.drop_index(
-        "ix_finra_otc_transparency_venue_volume_capture", table_name="finra_otc_transparency_venue_volume"
-    )
+    op.drop_index("ix_finra_otc_transparency_venue_volume_symbol", table_name="finra_otc_transparency_venue_volume")
+    op.drop_index("ix_finra_otc_transparency_venue_volume_latest", table_name="finra_otc_transparency_venue_volume")
+    op.drop_index("ix_finra_otc_transparency_venue_volume_capture", table_name="finra_otc_transparency_venue_volume")
     op.drop_table("finra_otc_transparency_venue_volume")
     op.drop_index(
         "ix_finra_otc_transparency_tier_venue_share_latest",
@@ -401,15 +391,9 @@ def downgrade() -> None:
         table_name="finra_otc_transparency_tier_venue_share",
     )
     op.drop_table("finra_otc_transparency_tier_venue_share")
-    op.drop_index(
-        "ix_finra_otc_transparency_symbol_hhi_symbol", table_name="finra_otc_transparency_symbol_hhi"
-    )
-    op.drop_index(
-        "ix_finra_otc_transparency_symbol_hhi_latest", table_name="finra_otc_transparency_symbol_hhi"
-    )
-    op.drop_index(
-        "ix_finra_otc_transparency_symbol_hhi_capture", table_name="finra_otc_transparency_symbol_hhi"
-    )
+    op.drop_index("ix_finra_otc_transparency_symbol_hhi_symbol", table_name="finra_otc_transparency_symbol_hhi")
+    op.drop_index("ix_finra_otc_transparency_symbol_hhi_latest", table_name="finra_otc_transparency_symbol_hhi")
+    op.drop_index("ix_finra_otc_transparency_symbol_hhi_capture", table_name="finra_otc_transparency_symbol_hhi")
     op.drop_table("finra_otc_transparency_symbol_hhi")
     op.drop_index("ix_finra_otc_transparency_rejects_capture", table_name="finra_otc_transparency_rejects")
     op.drop_table("finra_otc_transparency_rejects")
@@ -417,15 +401,9 @@ def downgrade() -> None:
     op.drop_index("ix_finra_otc_transparency_raw_latest", table_name="finra_otc_transparency_raw")
     op.drop_index("ix_finra_otc_transparency_raw_capture", table_name="finra_otc_transparency_raw")
     op.drop_table("finra_otc_transparency_raw")
-    op.drop_index(
-        "ix_finra_otc_transparency_normalized_symbol", table_name="finra_otc_transparency_normalized"
-    )
-    op.drop_index(
-        "ix_finra_otc_transparency_normalized_latest", table_name="finra_otc_transparency_normalized"
-    )
-    op.drop_index(
-        "ix_finra_otc_transparency_normalized_capture", table_name="finra_otc_transparency_normalized"
-    )
+    op.drop_index("ix_finra_otc_transparency_normalized_symbol", table_name="finra_otc_transparency_normalized")
+    op.drop_index("ix_finra_otc_transparency_normalized_latest", table_name="finra_otc_transparency_normalized")
+    op.drop_index("ix_finra_otc_transparency_normalized_capture", table_name="finra_otc_transparency_normalized")
     op.drop_table("finra_otc_transparency_normalized")
     op.drop_index("ix_core_work_items_state", table_name="core_work_items")
     op.drop_index(

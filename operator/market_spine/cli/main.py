@@ -1,0 +1,98 @@
+"""The ``spine`` entry point: the Typer app, and the one place errors become one-line messages.
+
+Every :class:`~market_spine.errors.SpineError` is printed as ``spine: error: …`` with its exit code;
+a lost database connection is reported the same way. No command shows a traceback to a user
+(set ``SPINE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from market_spine import __version__
+from market_spine.cli import db, work
+from market_spine.cli.doctor import EXIT_UNCHECKED, doctor
+from market_spine.cli.run import run
+from market_spine.db.engine import first_line
+from market_spine.errors import DatabaseUnavailable, SpineError
+
+app = typer.Typer(
+    name="spine",
+    help="Market Spine: recurring FINRA OTC Transparency pipelines, as a local work queue or a Kubernetes operator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(work.app, name="work")
+app.command("run")(run)
+app.command("doctor")(doctor)
+app.command("worker")(work.worker)
+
+operator_app = typer.Typer(help="The Kubernetes operator.", no_args_is_help=True)
+app.add_typer(operator_app, name="operator")
+
+
+@operator_app.command("run")
+def operator_run() -> None:
+    """Run the operator: reconcile SpineWorkItems into Jobs, mirror state into PostgreSQL."""
+    from market_spine.cli import context
+    from market_spine.operator.runner import run as run_operator
+
+    run_operator(context.settings())
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"spine {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens, to stderr."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"spine: error: {message}", file=sys.stderr)
+    return code
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run ``spine`` with ``argv`` and return its exit code (tests call this directly)."""
+    is_doctor = bool(argv if argv is not None else sys.argv[1:]) and (argv or sys.argv[1:])[0] == "doctor"
+    try:
+        result = app(args=argv, prog_name="spine", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except SpineError as exc:
+        return _fail(str(exc), EXIT_UNCHECKED if is_doctor else exc.exit_code)
+    except (OperationalError, DBAPIError) as exc:
+        if os.environ.get("SPINE_DEBUG"):
+            raise
+        err = DatabaseUnavailable(f"lost the database connection: {first_line(exc.orig or exc)}")
+        return _fail(str(err), EXIT_UNCHECKED if is_doctor else err.exit_code)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except KeyboardInterrupt:
+        return 130
+
+
+def main() -> None:
+    sys.exit(run_cli())

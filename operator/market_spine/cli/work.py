@@ -1,0 +1,286 @@
+"""``spine work …`` and ``spine worker``: the work queue, on either backend.
+
+``SPINE_BACKEND=local`` (default) uses ``services.queue.LocalQueue`` on PostgreSQL;
+``SPINE_BACKEND=kubernetes`` uses ``kube.workitems.KubernetesQueue`` on SpineWorkItems. Both take
+the same specs and return the same results, so the flags and output here are the same too.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from market_spine.cli import context
+from market_spine.cli.output import Format, emit, say
+from market_spine.cli.run import source_params
+from market_spine.config import Backend
+from market_spine.core.backoff import RetryPolicy
+from market_spine.core.calendar import week_range
+from market_spine.core.partitions import Tier
+from market_spine.core.states import WorkState
+from market_spine.core.workitem import (
+    BACKFILL_PRIORITY,
+    DEFAULT_PRIORITY,
+    EnqueueResult,
+    FinraPartition,
+    WorkItemSpec,
+)
+from market_spine.errors import UsageError
+from market_spine.services.doctor import landing_file_name
+from market_spine.services.queue import LocalQueue
+from market_spine.services.worker import AttemptOutcome, Worker
+
+app = typer.Typer(help="Enqueue, list, retry and cancel work items.", no_args_is_help=True)
+
+
+class Queue(Protocol):
+    def enqueue(self, spec: WorkItemSpec) -> EnqueueResult: ...
+    def list(self, states: list[WorkState] | None = None, pipeline: str | None = None, limit: int = 200) -> Any: ...
+    def retry(self, pipeline: str, partition: FinraPartition) -> Any: ...
+    def cancel(self, pipeline: str, partition: FinraPartition) -> Any: ...
+
+
+def queue() -> Queue:
+    settings = context.settings()
+    if settings.backend is Backend.KUBERNETES:
+        from market_spine.kube.workitems import KubernetesQueue
+
+        return KubernetesQueue(settings)  # type: ignore[no-any-return]
+    return LocalQueue(context.engine(), context.utcnow)
+
+
+def _spec(
+    pipeline: str,
+    partition: FinraPartition,
+    *,
+    params: dict[str, str],
+    priority: int,
+    max_attempts: int,
+    backoff_seconds: int,
+    factor: float,
+    max_backoff_seconds: int,
+    desired_at: str | None,
+    chain: bool,
+) -> WorkItemSpec:
+    try:
+        when = datetime.fromisoformat(desired_at) if desired_at else None
+    except ValueError:
+        raise UsageError(f"--desired-at must be an ISO timestamp with a zone, not {desired_at!r}") from None
+    try:
+        return WorkItemSpec(
+            pipeline=context.check_pipeline(pipeline),
+            partition=partition,
+            params=params,
+            priority=priority,
+            max_attempts=max_attempts,
+            retry=RetryPolicy(backoff_seconds=backoff_seconds, factor=factor, max_backoff_seconds=max_backoff_seconds),
+            desired_at=when,
+            chain=chain,
+        )
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise UsageError(f"invalid work item: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(exc)
+
+
+def _report(result: EnqueueResult) -> None:
+    if result.created:
+        print(f"enqueued {result.name} ({result.pipeline} {result.partition_key})")
+    else:
+        print(f"already enqueued: {result.name} is {result.state}; nothing changed")
+
+
+PipelineArg = Annotated[str, typer.Argument(help="Pipeline name, e.g. finra.otc_transparency.ingest_week.")]
+WeekOpt = Annotated[str, typer.Option("--week-ending", help="Week date (YYYY-MM-DD) or 'latest'.")]
+TierOpt = Annotated[str, typer.Option("--tier", help="NMS_TIER_1, NMS_TIER_2 or OTC.")]
+FileOpt = Annotated[str | None, typer.Option("--file", help="Path or URL of the weekly file (ingest).")]
+SourceOpt = Annotated[str | None, typer.Option("--source", help="Remote source for ingest: finra-api.")]
+MaxAttemptsOpt = Annotated[int, typer.Option("--max-attempts", min=1, max=20, help="Attempts before FAILED.")]
+BackoffOpt = Annotated[int, typer.Option("--backoff-seconds", min=1, help="Wait after the first failure.")]
+FactorOpt = Annotated[float, typer.Option("--backoff-factor", min=1.0, help="Multiplier per further failure.")]
+MaxBackoffOpt = Annotated[int, typer.Option("--max-backoff-seconds", min=1, help="Cap on any one wait.")]
+ChainOpt = Annotated[bool, typer.Option("--chain/--no-chain", help="On success, enqueue the next stage.")]
+
+
+@app.command()
+def enqueue(
+    pipeline: PipelineArg,
+    week_ending: WeekOpt,
+    tier: TierOpt,
+    file: FileOpt = None,
+    source: SourceOpt = None,
+    priority: Annotated[int, typer.Option("--priority", min=0, max=1000, help="Higher runs first.")] = DEFAULT_PRIORITY,
+    max_attempts: MaxAttemptsOpt = 3,
+    backoff_seconds: BackoffOpt = 300,
+    backoff_factor: FactorOpt = 2.0,
+    max_backoff_seconds: MaxBackoffOpt = 3600,
+    desired_at: Annotated[
+        str | None, typer.Option("--desired-at", help="Do not start before (ISO, with zone).")
+    ] = None,
+    chain: ChainOpt = False,
+) -> None:
+    """Enqueue one partition. Enqueueing an existing partition is a reported no-op (exit 0)."""
+    spec = _spec(
+        pipeline,
+        context.partition(week_ending, tier),
+        params=source_params(file, source),
+        priority=priority,
+        max_attempts=max_attempts,
+        backoff_seconds=backoff_seconds,
+        factor=backoff_factor,
+        max_backoff_seconds=max_backoff_seconds,
+        desired_at=desired_at,
+        chain=chain,
+    )
+    _report(queue().enqueue(spec))
+
+
+@app.command()
+def backfill(
+    pipeline: PipelineArg,
+    start: Annotated[str, typer.Option("--from", help="First week (YYYY-MM-DD), inclusive.")],
+    end: Annotated[str, typer.Option("--to", help="Last week (YYYY-MM-DD), inclusive.")],
+    tiers: Annotated[list[str] | None, typer.Option("--tier", help="Tier(s); default all three.")] = None,
+    landing_dir: Annotated[
+        Path | None,
+        typer.Option("--landing-dir", help="Folder of weekly files named finra_otc_weekly_<tier>_<YYYYMMDD>.csv."),
+    ] = None,
+    source: SourceOpt = None,
+    priority: Annotated[int, typer.Option("--priority", min=0, max=1000)] = BACKFILL_PRIORITY,
+    max_attempts: MaxAttemptsOpt = 3,
+    backoff_seconds: BackoffOpt = 300,
+    chain: ChainOpt = True,
+) -> None:
+    """Enqueue weeks × tiers at a lower priority than live work (default 25)."""
+    first, last = context.parse_date(start, "--from"), context.parse_date(end, "--to")
+    if last < first:
+        raise UsageError("--to is before --from")
+    chosen = [context.parse_tier_option(t) for t in tiers] if tiers else list(Tier)
+    specs = []
+    for week in week_range(first, last):
+        for tier in chosen:
+            file = str(landing_dir / landing_file_name(week, tier)) if landing_dir else None
+            specs.append(
+                _spec(
+                    pipeline,
+                    FinraPartition(week_ending=week, tier=tier),
+                    params=source_params(file, source),
+                    priority=priority,
+                    max_attempts=max_attempts,
+                    backoff_seconds=backoff_seconds,
+                    factor=2.0,
+                    max_backoff_seconds=3600,
+                    desired_at=None,
+                    chain=chain,
+                )
+            )
+    if not specs:
+        raise UsageError(f"no week-ending dates between {first} and {last}")
+    target = queue()
+    created = 0
+    if sys.stderr.isatty():
+        columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("backfill", total=len(specs))
+            for spec in specs:
+                created += target.enqueue(spec).created
+                bar.advance(task)
+    else:
+        for spec in specs:
+            created += target.enqueue(spec).created
+    print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({len(specs)} partitions)")
+
+
+def _row(item: Any) -> dict[str, Any]:
+    partition = FinraPartition.model_validate_json(item.partition_key)
+    return {
+        "name": item.k8s_name,
+        "pipeline": item.pipeline,
+        "week_ending": partition.week_ending,
+        "tier": partition.tier.value,
+        "state": item.state.value if isinstance(item.state, WorkState) else item.state,
+        "attempts": f"{item.attempt_count}/{item.max_attempts}",
+        "priority": item.priority,
+        "next_attempt_at": item.next_attempt_at,
+        "last_error": item.last_error,
+    }
+
+
+@app.command("list")
+def list_items(
+    states: Annotated[list[str] | None, typer.Option("--state", help="Only these states (repeatable).")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this pipeline.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 200,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.TABLE,
+) -> None:
+    """List work items, most urgent first."""
+    try:
+        wanted = [WorkState(s.upper()) for s in states] if states else None
+    except ValueError:
+        raise UsageError(f"--state must be one of {', '.join(s.value for s in WorkState)}") from None
+    rows = [_row(item) for item in queue().list(wanted, pipeline, limit)]
+    emit(rows, fmt, title="work items")
+
+
+@app.command()
+def retry(pipeline: PipelineArg, week_ending: WeekOpt, tier: TierOpt) -> None:
+    """Admin retry: FAILED (or COMPLETE, to re-run) → PENDING with a fresh attempt budget."""
+    item = queue().retry(context.check_pipeline(pipeline), context.partition(week_ending, tier))
+    print(f"{pipeline} {item.partition_key}: {_state(item)}, attempts reset")
+
+
+@app.command()
+def cancel(pipeline: PipelineArg, week_ending: WeekOpt, tier: TierOpt) -> None:
+    """Cancel a work item that has not finished: it moves to CANCELLED."""
+    item = queue().cancel(context.check_pipeline(pipeline), context.partition(week_ending, tier))
+    print(f"{pipeline} {item.partition_key}: {_state(item)}")
+
+
+def _state(item: Any) -> str:
+    return str(item.state.value if isinstance(item.state, WorkState) else item.state)
+
+
+def _print_outcome(outcome: AttemptOutcome) -> None:
+    partition = FinraPartition.model_validate_json(outcome.partition_key)
+    detail = f": {outcome.error}" if outcome.error else ""
+    print(
+        f"{outcome.pipeline} {partition.week_ending} {partition.tier.value} "
+        f"attempt {outcome.attempt} → {outcome.state.value}{detail}",
+        flush=True,
+    )
+
+
+def worker(
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop when nothing is runnable now.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Attempts run at once.")] = 1,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.1, help="Idle wait between polls.")] = 5.0,
+) -> None:
+    """Run queued work items in this process (the local backend)."""
+    if context.settings().backend is Backend.KUBERNETES:
+        raise UsageError("SPINE_BACKEND=kubernetes: work is run by the operator, not by `spine worker`")
+    runner = Worker(context.engine(), context.utcnow, on_outcome=_print_outcome)
+    if until_idle:
+        report = runner.run_until_idle(concurrency)
+        done = {s: report.count(s) for s in WorkState if report.count(s)}
+        summary = ", ".join(f"{n} {s.value}" for s, n in done.items()) or "nothing to do"
+        say(f"worker idle: {summary}")
+        return
+    stop = threading.Event()
+    say(f"worker {runner.worker_id} polling every {poll_seconds}s (Ctrl-C to stop)")
+    try:
+        runner.run_forever(concurrency, poll_seconds, stop)
+    except KeyboardInterrupt:
+        stop.set()

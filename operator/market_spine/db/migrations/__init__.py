@@ -1,0 +1,1 @@
+"""Alembic migrations of the Market Spine schema (run by ``spine db upgrade``)."""

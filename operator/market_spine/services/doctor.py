@@ -1,0 +1,170 @@
+"""``spine doctor``: gap detection over the manifest and the work queue (SPEC §5).
+
+Called by the CLI (and the chart's daily CronJob). Loads what exists — ``core_manifest`` for the
+window and work items stuck in FAILED — and hands it to the pure ``core.gaps.detect_gaps``; then
+renders the report as a table, stable JSON, or Prometheus exposition text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from market_spine.core.calendar import MONDAY, expected_partitions
+from market_spine.core.gaps import GapReport, detect_gaps
+from market_spine.core.partitions import DOMAIN, Tier
+from market_spine.core.stages import Stage
+from market_spine.core.states import WorkState
+from market_spine.db import workitems as repo
+from market_spine.db.schema import core_manifest
+
+JSON_SCHEMA_VERSION = 1
+
+
+def landing_file_name(week_ending: date, tier: Tier) -> str:
+    """The name FINRA-style weekly files have in a landing folder: ``finra_otc_weekly_otc_20251215.csv``."""
+    return f"finra_otc_weekly_{tier.value.lower()}_{week_ending.strftime('%Y%m%d')}.csv"
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    domain: str = DOMAIN
+    weeks: int = 12
+    as_of: date | None = None
+    tiers: tuple[Tier, ...] = tuple(Tier)
+    weekday: int = MONDAY
+    publication_lag_days: Mapping[Tier, int] | None = None
+    stale_after_days: int | None = 14
+    landing_dir: Path | None = None
+
+
+def _ingest_source(landing_dir: Path | None) -> Any:
+    def source(week: date, tier: Tier) -> Sequence[str]:
+        if landing_dir is not None:
+            candidate = landing_dir / landing_file_name(week, tier)
+            if candidate.is_file():
+                return ("--file", str(candidate))
+        return ("--source", "finra-api")
+
+    return source
+
+
+def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
+    as_of = options.as_of or today
+    expected = expected_partitions(
+        as_of,
+        options.weeks,
+        options.tiers,
+        weekday=options.weekday,
+        publication_lag_days=options.publication_lag_days,
+    )
+    weeks = sorted({week for week, _ in expected})
+    manifest: dict[tuple[date, Tier], dict[Stage, datetime]] = {}
+    with engine.connect() as conn:
+        if weeks:
+            rows = conn.execute(
+                select(
+                    core_manifest.c.week_ending,
+                    core_manifest.c.tier,
+                    core_manifest.c.stage,
+                    core_manifest.c.updated_at,
+                )
+                .where(core_manifest.c.domain == options.domain)
+                .where(core_manifest.c.week_ending.between(weeks[0], weeks[-1]))
+            )
+            for week, tier, stage, updated in rows:
+                manifest.setdefault((week, Tier(tier)), {})[Stage(stage)] = updated
+        failed = repo.list_items(conn, domain=options.domain, states=[WorkState.FAILED], limit=10_000)
+    return detect_gaps(
+        as_of=as_of,
+        expected=expected,
+        manifest=manifest,
+        failed_work=[(item.pipeline, item.partition_key, item.last_error) for item in failed],
+        ingest_source=_ingest_source(options.landing_dir),
+        stale_after_days=options.stale_after_days,
+    )
+
+
+def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
+    """The stable JSON shape (documented in docs/ops/gap-detection.md)."""
+    return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "domain": options.domain,
+        "as_of": report.as_of.isoformat(),
+        "weeks": options.weeks,
+        "tiers": [t.value for t in options.tiers],
+        "healthy": report.healthy,
+        "expected_partitions": report.expected,
+        "missing_partitions": len(report.missing),
+        "incomplete_partitions": len(report.incomplete),
+        "stale_tiers": len(report.stale),
+        "failed_work": len(report.failed),
+        "gaps": [
+            *(
+                {
+                    "kind": g.kind,
+                    "week_ending": g.week_ending.isoformat(),
+                    "tier": g.tier.value,
+                    "remediation": g.remediation,
+                }
+                for g in report.missing
+            ),
+            *(
+                {
+                    "kind": g.kind,
+                    "week_ending": g.week_ending.isoformat(),
+                    "tier": g.tier.value,
+                    "present_stages": [s.value for s in g.present],
+                    "missing_stages": [s.value for s in g.missing],
+                    "remediation": g.remediation,
+                }
+                for g in report.incomplete
+            ),
+            *(
+                {
+                    "kind": g.kind,
+                    "tier": g.tier.value,
+                    "newest_week": g.newest_week.isoformat() if g.newest_week else None,
+                    "age_days": g.age_days,
+                    "remediation": g.remediation,
+                }
+                for g in report.stale
+            ),
+            *(
+                {
+                    "kind": g.kind,
+                    "pipeline": g.pipeline,
+                    "partition": json.loads(g.partition_key),
+                    "last_error": g.last_error,
+                    "remediation": g.remediation,
+                }
+                for g in report.failed
+            ),
+        ],
+    }
+
+
+def report_as_prometheus(report: GapReport, options: DoctorOptions) -> str:
+    """Prometheus text exposition, for a textfile collector or a Pushgateway."""
+    label = f'domain="{options.domain}"'
+    metrics = [
+        ("market_spine_partition_gaps", "Expected partitions with no data at all.", len(report.missing)),
+        (
+            "market_spine_incomplete_partitions",
+            "Partitions whose stage chain stops early.",
+            len(report.incomplete),
+        ),
+        ("market_spine_stale_tiers", "Tiers whose newest complete week is too old.", len(report.stale)),
+        ("market_spine_failed_work", "Work items stuck in FAILED.", len(report.failed)),
+        ("market_spine_expected_partitions", "Partitions expected in the window.", report.expected),
+    ]
+    lines: list[str] = []
+    for name, help_text, value in metrics:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{{{label}}} {value}"]
+    return "\n".join(lines) + "\n"

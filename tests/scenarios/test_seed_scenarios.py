@@ -1,0 +1,260 @@
+"""The seed's seven scheduler scenarios, driven through the real ``spine`` CLI on a real PostgreSQL.
+
+Nothing here writes SQL: work is enqueued, run, inspected and repaired with the commands an
+operator would type, and the clock the CLI sees is pinned so backoff can be checked to the second.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from market_spine.core.partitions import Tier
+from market_spine.finra.sample import sample_file_name, sample_records, write_sample_week
+from tests.support.cli import Spine
+from tests.support.finra_api import FinraApi
+
+INGEST = "finra.otc_transparency.ingest_week"
+NORMALIZE = "finra.otc_transparency.normalize_week"
+WEEK = date(2025, 12, 15)
+T0 = datetime(2025, 12, 16, 10, 30, tzinfo=UTC)
+
+
+def _items(spine: Spine, *extra: str) -> list[dict[str, object]]:
+    result = spine("work", "list", "--format", "json", *extra)
+    assert result.code == 0, result.err
+    items: list[dict[str, object]] = result.json()
+    return items
+
+
+def _item(spine: Spine, pipeline: str = INGEST) -> dict[str, object]:
+    items = [i for i in _items(spine) if i["pipeline"] == pipeline]
+    assert len(items) == 1, items
+    return items[0]
+
+
+def _ts(value: object) -> datetime:
+    assert isinstance(value, str)
+    return datetime.fromisoformat(value)
+
+
+def test_1_503_goes_to_retry_wait_for_five_minutes_then_completes(spine: Spine, finra_api: FinraApi) -> None:
+    finra_api.records = sample_records(WEEK, Tier.OTC, symbols=20, seed=1)
+    spine.now = T0
+    assert spine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api").code == 0
+
+    finra_api.fail(503, times=3)  # every try of the first attempt's API client
+    first = spine("worker", "--until-idle")
+    assert first.code == 0, first.err
+    item = _item(spine)
+    assert item["state"] == "RETRY_WAIT"
+    assert item["attempts"] == "1/3"
+    assert "503" in str(item["last_error"])
+    assert _ts(item["next_attempt_at"]) == T0 + timedelta(minutes=5)
+
+    spine.now = T0 + timedelta(minutes=4)  # not due yet: the worker leaves it waiting
+    assert spine("worker", "--until-idle").code == 0
+    assert _item(spine)["state"] == "RETRY_WAIT"
+
+    spine.now = T0 + timedelta(minutes=5, seconds=1)
+    assert spine("worker", "--until-idle").code == 0
+    item = _item(spine)
+    assert item["state"] == "COMPLETE"
+    assert item["attempts"] == "2/3"
+
+    captures = spine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json").json()
+    assert [c["capture_id"] for c in captures] == ["finra.otc_transparency:OTC:2025-12-15:20251216"]
+    assert captures[0]["raw_rows"] == len(finra_api.records)
+
+
+def test_2_three_failures_with_60s_backoff_end_in_failed(spine: Spine, finra_api: FinraApi) -> None:
+    spine.now = T0
+    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    assert spine(*enqueue, "--backoff-seconds", "60").code == 0
+    finra_api.fail(503, times=9)
+
+    waits = []
+    for _attempt in range(3):
+        assert spine("worker", "--until-idle").code == 0
+        item = _item(spine)
+        if item["state"] == "RETRY_WAIT":
+            due = _ts(item["next_attempt_at"])
+            waits.append((due - spine.now).total_seconds())
+            spine.now = due
+    assert waits == [60.0, 120.0]
+    item = _item(spine)
+    assert item["state"] == "FAILED"
+    assert item["attempts"] == "3/3"
+    assert item["next_attempt_at"] is None
+
+    spine.now = T0 + timedelta(days=1)  # FAILED waits for a human, not for time
+    assert spine("worker", "--until-idle").code == 0
+    assert _item(spine)["state"] == "FAILED"
+
+
+def _land(tmp_path: Path, weeks: list[date], tiers: list[Tier]) -> Path:
+    for week in weeks:
+        for tier in tiers:
+            write_sample_week(tmp_path / sample_file_name(week, tier), week, tier, symbols=15, seed=3)
+    return tmp_path
+
+
+def _run_remediations(spine: Spine, report: dict[str, object]) -> None:
+    gaps = report["gaps"]
+    assert isinstance(gaps, list)
+    for gap in gaps:
+        command = gap["remediation"].split()
+        assert command[0] == "spine"
+        result = spine(*command[1:])
+        assert result.code == 0, (gap, result.err)
+
+
+def test_3_one_missing_week_in_three_weeks_by_three_tiers_is_three_missing_partitions(
+    spine: Spine, tmp_path: Path
+) -> None:
+    weeks = [date(2025, 12, 1), date(2025, 12, 8), date(2025, 12, 15)]
+    landing = _land(tmp_path, weeks, list(Tier))
+    for week in (weeks[0], weeks[2]):  # 2025-12-08 is never ingested
+        for tier in Tier:
+            file = str(landing / sample_file_name(week, tier))
+            result = spine("run", INGEST, "--week-ending", str(week), "--tier", tier.value, "--file", file, "--chain")
+            assert result.code == 0, result.err
+
+    doctor = ("doctor", "finra.otc_transparency", "--weeks", "3", "--as-of", "2025-12-15", "--landing-dir", str(landing))
+    result = spine(*doctor, "--format", "json")
+    assert result.code == 1
+    report = result.json()
+    assert report["expected_partitions"] == 9
+    assert report["missing_partitions"] == 3
+    assert {(g["week_ending"], g["tier"]) for g in report["gaps"]} == {("2025-12-08", t.value) for t in Tier}
+    assert all(g["kind"] == "missing_partition" for g in report["gaps"])
+
+    _run_remediations(spine, report)  # each printed command fills its gap
+    healed = spine(*doctor, "--format", "json")
+    assert healed.code == 0, healed.out
+    assert healed.json()["healthy"] is True
+
+
+def test_4_raw_without_normalized_is_an_incomplete_chain_with_a_remediation(spine: Spine, tmp_path: Path) -> None:
+    landing = _land(tmp_path, [WEEK], [Tier.NMS_TIER_1])
+    file = str(landing / sample_file_name(WEEK, Tier.NMS_TIER_1))
+    assert spine("run", INGEST, "--week-ending", "2025-12-15", "--tier", "NMS_TIER_1", "--file", file).code == 0
+
+    doctor = ("doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-15", "--tier", "NMS_TIER_1")
+    result = spine(*doctor, "--format", "json")
+    assert result.code == 1
+    report = result.json()
+    assert report["missing_partitions"] == 0
+    assert report["incomplete_partitions"] == 1
+    (gap,) = report["gaps"]
+    assert gap["present_stages"] == ["RAW"]
+    assert gap["missing_stages"] == ["NORMALIZED", "CALC"]
+    assert gap["remediation"].startswith(f"spine run {NORMALIZE} --week-ending 2025-12-15 --tier NMS_TIER_1")
+
+    table = spine(*doctor)
+    assert table.code == 1
+    assert gap["remediation"] in table.out  # the human report prints the same command
+
+    _run_remediations(spine, report)
+    assert spine(*doctor).code == 0
+
+
+def test_5_duplicate_enqueue_is_a_reported_no_op_with_one_row(spine: Spine) -> None:
+    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    first = spine(*enqueue)
+    assert first.code == 0
+    assert first.out.startswith("enqueued ")
+    again = spine(*enqueue, "--priority", "7")
+    assert again.code == 0
+    assert "already enqueued" in again.out
+    # Same partition written with the other key order and a tier alias: still the same item.
+    alias = spine("work", "enqueue", INGEST, "--tier", "otc", "--week-ending", "2025-12-15", "--source", "finra-api")
+    assert "already enqueued" in alias.out
+    items = _items(spine)
+    assert len(items) == 1
+    assert items[0]["priority"] == 100  # the no-op changed nothing
+
+
+def test_6_restatement_captures_coexist_latest_shows_newer_as_of_returns_older(spine: Spine, tmp_path: Path) -> None:
+    monday = tmp_path / "monday.csv"
+    tuesday = tmp_path / "tuesday.csv"
+    write_sample_week(monday, WEEK, Tier.OTC, symbols=30, seed=5)
+    lines = monday.read_text().splitlines()
+    dropped_symbol = lines[1].split("|")[1]
+    # Tuesday's correction drops the first symbol entirely.
+    tuesday.write_text("\n".join([lines[0], *(ln for ln in lines[1:] if ln.split("|")[1] != dropped_symbol)]) + "\n")
+
+    run = ("run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--chain")
+    assert spine(*run, "--file", str(monday), "--capture-date", "2025-12-15").code == 0
+    assert spine(*run, "--file", str(tuesday), "--capture-date", "2025-12-16").code == 0
+
+    query = ("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    captures = {c["capture_id"]: c for c in spine(*query).json()}
+    older, newer = "finra.otc_transparency:OTC:2025-12-15:20251215", "finra.otc_transparency:OTC:2025-12-15:20251216"
+    assert set(captures) == {older, newer}
+    assert captures[older]["raw_rows"] == len(lines) - 1
+    assert captures[newer]["raw_rows"] < captures[older]["raw_rows"]
+
+    hhi = ("query", "hhi", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    latest = spine(*hhi).json()
+    assert {r["capture_id"] for r in latest} == {newer}
+    assert dropped_symbol not in {r["symbol"] for r in latest}
+    as_of = spine(*hhi, "--capture-id", older).json()
+    assert {r["capture_id"] for r in as_of} == {older}
+    assert dropped_symbol in {r["symbol"] for r in as_of}
+
+    # Replaying Tuesday's capture replaces it: still two captures, same row count.
+    assert spine(*run, "--file", str(tuesday), "--capture-date", "2025-12-16").code == 0
+    replayed = {c["capture_id"]: c for c in spine(*query).json()}
+    assert set(replayed) == {older, newer}
+    assert replayed[newer]["raw_rows"] == captures[newer]["raw_rows"]
+
+
+def test_7_admin_retry_moves_failed_to_pending_with_fresh_attempts(spine: Spine, finra_api: FinraApi) -> None:
+    spine.now = T0
+    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    assert spine(*enqueue, "--max-attempts", "1").code == 0
+    finra_api.fail(500, times=3)
+    assert spine("worker", "--until-idle").code == 0
+    assert _item(spine)["state"] == "FAILED"
+
+    doctor = spine("doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-15", "--tier", "OTC",
+                   "--format", "json")
+    failed = [g for g in doctor.json()["gaps"] if g["kind"] == "failed_work"]
+    assert [g["remediation"] for g in failed] == [
+        f"spine work retry {INGEST} --week-ending 2025-12-15 --tier OTC"
+    ]
+
+    retried = spine(*failed[0]["remediation"].split()[1:])
+    assert retried.code == 0, retried.err
+    item = _item(spine)
+    assert item["state"] == "PENDING"
+    assert item["attempts"] == "0/1"
+
+    finra_api.records = sample_records(WEEK, Tier.OTC, symbols=10, seed=2)
+    assert spine("worker", "--until-idle").code == 0
+    assert _item(spine)["state"] == "COMPLETE"
+
+    retry_again = spine("work", "retry", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    assert retry_again.code == 0  # COMPLETE → PENDING for a deliberate re-run
+    cancel = spine("work", "cancel", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    assert cancel.code == 0
+    assert _item(spine)["state"] == "CANCELLED"
+    refused = spine("work", "retry", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    assert refused.code == 2
+    assert "cannot admin_retry a work item in state CANCELLED" in refused.err
+    assert "Traceback" not in refused.err
+
+
+@pytest.mark.parametrize("tier", ["NMS_TIER_1", "NMS_TIER_2"])
+def test_generated_tiers_run_end_to_end_through_the_queue(spine: Spine, tmp_path: Path, tier: str) -> None:
+    week = WEEK
+    path = write_sample_week(tmp_path / "w.csv", week, Tier(tier), symbols=25, seed=11)
+    assert spine("work", "enqueue", INGEST, "--week-ending", str(week), "--tier", tier, "--file", str(path),
+                 "--chain").code == 0
+    result = spine("worker", "--until-idle", "--concurrency", "2")
+    assert result.code == 0
+    states = {i["pipeline"]: i["state"] for i in _items(spine)}
+    assert states == {INGEST: "COMPLETE", NORMALIZE: "COMPLETE", "finra.otc_transparency.compute_week": "COMPLETE"}
