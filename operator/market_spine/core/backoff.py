@@ -41,7 +41,10 @@ class RetryPolicy(BaseModel):
         """Delay to wait after the ``failed_attempt``-th attempt (1-based) failed."""
         if failed_attempt < 1:
             raise ValueError("failed_attempt is 1-based")
-        base = min(self.backoff_seconds * self.factor ** (failed_attempt - 1), float(self.max_backoff_seconds))
+        try:
+            base = min(self.backoff_seconds * self.factor ** (failed_attempt - 1), float(self.max_backoff_seconds))
+        except OverflowError:  # factor ** n past float range: far beyond any cap
+            base = float(self.max_backoff_seconds)
         jitter = (rng or random).uniform(0, self.jitter_seconds) if self.jitter_seconds else 0.0
         return timedelta(seconds=base + jitter)
 

@@ -17,12 +17,17 @@ MONDAY = 0
 
 def last_week_ending_on_or_before(day: date, weekday: int = MONDAY) -> date:
     """The latest date ``<= day`` that falls on ``weekday`` (0 = Monday … 6 = Sunday)."""
-    if not 0 <= weekday <= 6:
-        raise ValueError("weekday must be 0 (Monday) … 6 (Sunday)")
+    _check_weekday(weekday)
     return day - timedelta(days=(day.weekday() - weekday) % 7)
 
 
+def _check_weekday(weekday: int) -> None:
+    if not 0 <= weekday <= 6:
+        raise ValueError("weekday must be 0 (Monday) … 6 (Sunday)")
+
+
 def is_week_ending(day: date, weekday: int = MONDAY) -> bool:
+    _check_weekday(weekday)
     return day.weekday() == weekday
 
 

@@ -22,11 +22,11 @@ def _slug(text: str) -> str:
 
 
 def work_item_name(domain: str, pipeline: str, partition: Mapping[str, object]) -> str:
-    """E.g. ``ingest-week-otc-2025-12-15-3f2a9c1b`` for the FINRA ingest of OTC, week 2025-12-15."""
+    """E.g. ``ingest-week-2025-12-15-otc-231acfd0`` for the FINRA ingest of OTC, week 2025-12-15."""
     digest = hashlib.sha256(f"{domain}\n{pipeline}\n{canonical_key(partition)}".encode()).hexdigest()[:8]
     stage = _slug(pipeline.rsplit(".", 1)[-1])
     values = "-".join(_slug(str(partition[k])) for k in sorted(partition, reverse=True))
-    head = f"{stage}-{values}"[: _MAX - 9].strip("-")
+    head = f"{stage}-{values}"[: _MAX - 9].strip("-") or "item"  # a label must start alphanumeric
     return f"{head}-{digest}"
 
 

@@ -32,7 +32,6 @@ _TIER_ALIASES: dict[str, Tier] = {
     "t2": Tier.NMS_TIER_2,
     "otc": Tier.OTC,
     "otce": Tier.OTC,
-    "nonats": Tier.OTC,
 }
 
 

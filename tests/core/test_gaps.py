@@ -1,0 +1,387 @@
+"""Gap detection (SPEC §5) as a pure function: missing, incomplete, stale, failed, remediation."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+import pytest
+
+from market_spine.core.calendar import expected_partitions
+from market_spine.core.gaps import (
+    FailedWork,
+    GapReport,
+    IncompleteChain,
+    MissingPartition,
+    StaleTier,
+    detect_gaps,
+    retry_command,
+    run_command,
+)
+from market_spine.core.partitions import Tier, canonical_key, finra_partition
+from market_spine.core.stages import COMPUTE, INGEST, NORMALIZE, Stage
+
+T1, T2, OTC = Tier.NMS_TIER_1, Tier.NMS_TIER_2, Tier.OTC
+AS_OF = date(2025, 12, 17)
+W1, W2, W3 = date(2025, 12, 1), date(2025, 12, 8), date(2025, 12, 15)
+TS = datetime(2025, 12, 16, 6, 0, tzinfo=UTC)
+ALL_STAGES = {Stage.RAW: TS, Stage.NORMALIZED: TS, Stage.CALC: TS}
+
+Manifest = dict[tuple[date, Tier], dict[Stage, datetime]]
+
+
+def full_manifest(weeks: Sequence[date] = (W1, W2, W3), tiers: Sequence[Tier] = tuple(Tier)) -> Manifest:
+    return {(w, t): dict(ALL_STAGES) for w in weeks for t in tiers}
+
+
+def expected() -> list[tuple[date, Tier]]:
+    return expected_partitions(AS_OF, 3)
+
+
+def test_expected_fixture_is_3_weeks_by_3_tiers() -> None:
+    assert expected() == [(w, t) for w in (W1, W2, W3) for t in (T1, T2, OTC)]
+
+
+# --- healthy ----------------------------------------------------------------------------------------------
+
+
+def test_healthy_when_everything_is_present() -> None:
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=full_manifest())
+    assert report == GapReport(as_of=AS_OF, expected=9)
+    assert report.healthy
+    assert report.gap_count == 0
+    assert (report.missing, report.incomplete, report.stale, report.failed) == ([], [], [], [])
+
+
+def test_healthy_with_lenient_staleness() -> None:
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=full_manifest(), stale_after_days=7)
+    assert report.healthy
+
+
+def test_nothing_expected_is_healthy() -> None:
+    report = detect_gaps(as_of=AS_OF, expected=[], manifest={})
+    assert report.healthy
+    assert report.expected == 0
+
+
+def test_extra_manifest_partitions_are_ignored() -> None:
+    manifest = full_manifest(weeks=(date(2025, 11, 24), W1, W2, W3))
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest)
+    assert report.healthy
+    assert report.expected == 9
+
+
+def test_duplicate_expected_partitions_count_once() -> None:
+    report = detect_gaps(as_of=AS_OF, expected=expected() + expected(), manifest={})
+    assert report.expected == 9
+    assert len(report.missing) == 9
+
+
+# --- missing ----------------------------------------------------------------------------------------------
+
+
+def test_seed_scenario_one_week_missing_gives_exactly_three_missing_partitions() -> None:
+    manifest = full_manifest(weeks=(W1, W3))
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest)
+    assert report.expected == 9
+    assert not report.healthy
+    assert report.gap_count == 3
+    assert report.incomplete == [] and report.stale == [] and report.failed == []
+    assert report.missing == [
+        MissingPartition(
+            W2,
+            tier,
+            f"spine run finra.otc_transparency.ingest_week --week-ending 2025-12-08 --tier {tier.value} "
+            "--source finra-api --chain",
+        )
+        for tier in (T1, T2, OTC)
+    ]
+    for gap in report.missing:
+        assert gap.kind == "missing_partition"
+        argv = shlex.split(gap.remediation)
+        assert argv[:3] == ["spine", "run", INGEST]
+        assert argv[3:7] == ["--week-ending", "2025-12-08", "--tier", gap.tier.value]
+        assert argv[-1] == "--chain"
+
+
+def test_empty_stage_map_counts_as_missing() -> None:
+    manifest = full_manifest()
+    manifest[(W3, OTC)] = {}
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest)
+    assert [(g.week_ending, g.tier) for g in report.missing] == [(W3, OTC)]
+    assert report.incomplete == []
+
+
+def test_missing_sorted_by_week_then_tier() -> None:
+    shuffled = [(W3, OTC), (W1, T2), (W3, T1), (W1, OTC), (W2, T1)]
+    report = detect_gaps(as_of=AS_OF, expected=shuffled, manifest={})
+    assert [(g.week_ending, g.tier) for g in report.missing] == sorted(shuffled)
+    assert [(g.week_ending, g.tier) for g in report.missing] == [
+        (W1, T2),
+        (W1, OTC),
+        (W2, T1),
+        (W3, T1),
+        (W3, OTC),
+    ]
+
+
+def test_ingest_source_supplies_the_file_argument_with_shell_quoting() -> None:
+    calls: list[tuple[date, Tier]] = []
+
+    def landing(week: date, tier: Tier) -> tuple[str, ...]:
+        calls.append((week, tier))
+        return ("--file", f"/data/landing zone/finra {tier.value} {week.isoformat()}.csv")
+
+    manifest = full_manifest()
+    del manifest[(W2, OTC)]
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest, ingest_source=landing)
+    assert calls == [(W2, OTC)]
+    (gap,) = report.missing
+    assert gap.remediation == (
+        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-08 --tier OTC "
+        "--file '/data/landing zone/finra OTC 2025-12-08.csv' --chain"
+    )
+    assert shlex.split(gap.remediation) == [
+        "spine",
+        "run",
+        INGEST,
+        "--week-ending",
+        "2025-12-08",
+        "--tier",
+        "OTC",
+        "--file",
+        "/data/landing zone/finra OTC 2025-12-08.csv",
+        "--chain",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/data/o'brien.csv", "/data/$HOME/x.csv", "/data/a;rm -rf b.csv", '/data/"quoted".csv', "/data/tab\there.csv"],
+)
+def test_awkward_paths_round_trip_through_the_shell(path: str) -> None:
+    report = detect_gaps(as_of=AS_OF, expected=[(W1, T1)], manifest={}, ingest_source=lambda _w, _t: ("--file", path))
+    argv = shlex.split(report.missing[0].remediation)
+    assert argv[argv.index("--file") + 1] == path
+    assert argv[-1] == "--chain"
+
+
+# --- incomplete chains ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("present", "missing", "pipeline"),
+    [
+        ((Stage.RAW,), (Stage.NORMALIZED, Stage.CALC), NORMALIZE),
+        ((Stage.RAW, Stage.NORMALIZED), (Stage.CALC,), COMPUTE),
+        ((Stage.RAW, Stage.CALC), (Stage.NORMALIZED,), NORMALIZE),
+    ],
+)
+def test_incomplete_chain_runs_the_first_missing_stage(
+    present: tuple[Stage, ...], missing: tuple[Stage, ...], pipeline: str
+) -> None:
+    calls: list[tuple[date, Tier]] = []
+
+    def source(week: date, tier: Tier) -> tuple[str, ...]:
+        calls.append((week, tier))
+        return ("--source", "finra-api")
+
+    manifest = full_manifest()
+    manifest[(W3, T2)] = {stage: TS for stage in present}
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest, ingest_source=source)
+    assert report.missing == []
+    assert report.incomplete == [
+        IncompleteChain(
+            W3,
+            T2,
+            present,
+            missing,
+            f"spine run {pipeline} --week-ending 2025-12-15 --tier NMS_TIER_2 --chain",
+        )
+    ]
+    assert report.incomplete[0].kind == "incomplete_chain"
+    assert calls == []  # later stages read the stage before them from the database: no source argument
+    assert report.gap_count == 1
+
+
+def test_raw_present_normalized_missing_runs_normalize_week() -> None:
+    manifest = full_manifest()
+    manifest[(W2, OTC)] = {Stage.RAW: TS}
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest)
+    (gap,) = report.incomplete
+    assert isinstance(gap, IncompleteChain)
+    assert gap.present == (Stage.RAW,)
+    assert gap.missing == (Stage.NORMALIZED, Stage.CALC)
+    assert gap.remediation == (
+        "spine run finra.otc_transparency.normalize_week --week-ending 2025-12-08 --tier OTC --chain"
+    )
+
+
+def test_raw_missing_but_later_stages_present_re_ingests() -> None:
+    manifest = full_manifest()
+    manifest[(W1, T1)] = {Stage.NORMALIZED: TS, Stage.CALC: TS}
+    report = detect_gaps(
+        as_of=AS_OF, expected=expected(), manifest=manifest, ingest_source=lambda _w, _t: ("--file", "/x y.csv")
+    )
+    (gap,) = report.incomplete
+    assert gap.present == (Stage.NORMALIZED, Stage.CALC)
+    assert gap.missing == (Stage.RAW,)
+    assert gap.remediation == (
+        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-01 --tier NMS_TIER_1 "
+        "--file '/x y.csv' --chain"
+    )
+
+
+# --- failed work --------------------------------------------------------------------------------------------
+
+
+def test_failed_work_gets_a_retry_command() -> None:
+    key = canonical_key(finra_partition(W3, OTC))
+    report = detect_gaps(
+        as_of=AS_OF,
+        expected=expected(),
+        manifest=full_manifest(),
+        failed_work=[
+            (NORMALIZE, key, "row 17: negative volume"),
+            (INGEST, canonical_key(finra_partition(W2, T1)), None),
+        ],
+    )
+    assert not report.healthy
+    assert report.gap_count == 2
+    assert report.failed == [
+        FailedWork(
+            NORMALIZE,
+            key,
+            "row 17: negative volume",
+            "spine work retry finra.otc_transparency.normalize_week --week-ending 2025-12-15 --tier OTC",
+        ),
+        FailedWork(
+            INGEST,
+            '{"tier":"NMS_TIER_1","week_ending":"2025-12-08"}',
+            None,
+            "spine work retry finra.otc_transparency.ingest_week --week-ending 2025-12-08 --tier NMS_TIER_1",
+        ),
+    ]
+    assert all(g.kind == "failed_work" for g in report.failed)
+
+
+def test_retry_command_ignores_key_order() -> None:
+    a = retry_command(COMPUTE, '{"tier":"OTC","week_ending":"2025-12-15"}')
+    b = retry_command(COMPUTE, '{"week_ending": "2025-12-15", "tier": "OTC"}')
+    assert a == b == "spine work retry finra.otc_transparency.compute_week --week-ending 2025-12-15 --tier OTC"
+
+
+# --- stale --------------------------------------------------------------------------------------------------
+
+
+def test_stale_after_days() -> None:
+    # Every partition is complete, but the newest CALC week (15 Dec) is 2 days old on 17 Dec.
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=full_manifest(), stale_after_days=1)
+    assert report.stale == [
+        StaleTier(
+            tier,
+            W3,
+            2,
+            f"spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier {tier.value} "
+            "--source finra-api --chain",
+        )
+        for tier in (T1, T2, OTC)
+    ]
+    assert all(g.kind == "stale" for g in report.stale)
+    assert report.gap_count == 3
+    assert not report.healthy
+
+
+@pytest.mark.parametrize(("days", "stale"), [(0, True), (1, True), (2, False), (3, False)])
+def test_stale_boundary_is_strictly_older(days: int, stale: bool) -> None:
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=full_manifest(), stale_after_days=days)
+    assert bool(report.stale) is stale
+
+
+def test_no_stale_check_without_threshold() -> None:
+    report = detect_gaps(as_of=date(2026, 6, 1), expected=expected(), manifest=full_manifest())
+    assert report.stale == []
+
+
+def test_stale_uses_the_newest_calc_week_even_outside_the_window() -> None:
+    # OTC has a newer complete week than the (lagged) window expects: it is fresh.
+    window = expected_partitions(AS_OF, 3, publication_lag_days={OTC: 7})
+    assert (W3, OTC) not in window
+    manifest = full_manifest()
+    report = detect_gaps(as_of=AS_OF, expected=window, manifest=manifest, stale_after_days=5)
+    assert report.healthy
+
+
+def test_stale_ignores_weeks_without_calc() -> None:
+    # T1's week W3 has RAW only, and is outside the expected window: the newest *complete* week is W2.
+    window = [(w, T1) for w in (W1, W2)]
+    manifest = full_manifest(weeks=(W1, W2), tiers=(T1,))
+    manifest[(W3, T1)] = {Stage.RAW: TS}
+    report = detect_gaps(as_of=AS_OF, expected=window, manifest=manifest, stale_after_days=7)
+    (gap,) = report.stale
+    assert (gap.tier, gap.newest_week, gap.age_days) == (T1, W2, 9)
+    assert gap.remediation.startswith("spine run finra.otc_transparency.ingest_week --week-ending 2025-12-08 ")
+
+
+def test_stale_not_double_counted_for_missing_or_incomplete_tiers() -> None:
+    manifest = full_manifest()
+    del manifest[(W3, OTC)]  # OTC: missing
+    manifest[(W3, T2)] = {Stage.RAW: TS}  # T2: incomplete
+    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest, stale_after_days=1)
+    assert [g.tier for g in report.missing] == [OTC]
+    assert [g.tier for g in report.incomplete] == [T2]
+    assert [g.tier for g in report.stale] == [T1]
+    assert report.gap_count == 3
+
+
+def test_stale_remediation_uses_ingest_source() -> None:
+    report = detect_gaps(
+        as_of=AS_OF,
+        expected=[(W3, OTC)],
+        manifest=full_manifest(tiers=(OTC,)),
+        stale_after_days=0,
+        ingest_source=lambda w, t: ("--file", f"/landing/{t.value} {w}.csv"),
+    )
+    (gap,) = report.stale
+    assert gap.remediation == (
+        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier OTC "
+        "--file '/landing/OTC 2025-12-15.csv' --chain"
+    )
+
+
+# --- everything at once ------------------------------------------------------------------------------------
+
+
+def test_all_gap_kinds_together() -> None:
+    manifest = full_manifest()
+    del manifest[(W1, T1)]
+    manifest[(W2, T2)] = {Stage.RAW: TS, Stage.NORMALIZED: TS}
+    report = detect_gaps(
+        as_of=AS_OF,
+        expected=expected(),
+        manifest=manifest,
+        failed_work=[(COMPUTE, canonical_key(finra_partition(W2, T2)), "boom")],
+        stale_after_days=1,
+    )
+    assert [(g.week_ending, g.tier) for g in report.missing] == [(W1, T1)]
+    assert [(g.week_ending, g.tier) for g in report.incomplete] == [(W2, T2)]
+    assert [g.tier for g in report.stale] == [OTC]
+    assert [g.partition_key for g in report.failed] == ['{"tier":"NMS_TIER_2","week_ending":"2025-12-08"}']
+    assert report.gap_count == 4
+    assert not report.healthy
+
+
+# --- command builders -----------------------------------------------------------------------------------
+
+
+def test_run_command_shapes() -> None:
+    assert run_command(INGEST, W3, OTC) == (
+        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier OTC --chain"
+    )
+    assert run_command(INGEST, W3, OTC, ("--source", "finra-api"), chain=False) == (
+        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier OTC --source finra-api"
+    )
+    assert run_command(COMPUTE, W1, T1, ["--file", "a b"]) == (
+        "spine run finra.otc_transparency.compute_week --week-ending 2025-12-01 --tier NMS_TIER_1 --file 'a b' --chain"
+    )
