@@ -16,7 +16,7 @@ import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from market_spine import __version__
-from market_spine.cli import db, work
+from market_spine.cli import db, query, work
 from market_spine.cli.doctor import EXIT_UNCHECKED, doctor
 from market_spine.cli.run import run
 from market_spine.db.engine import first_line
@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(work.app, name="work")
+app.add_typer(query.app, name="query")
 app.command("run")(run)
 app.command("doctor")(doctor)
 app.command("worker")(work.worker)
@@ -78,11 +79,15 @@ def run_cli(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else 0
     except SpineError as exc:
         return _fail(str(exc), EXIT_UNCHECKED if is_doctor else exc.exit_code)
-    except (OperationalError, DBAPIError) as exc:
+    except OperationalError as exc:
         if os.environ.get("SPINE_DEBUG"):
             raise
         err = DatabaseUnavailable(f"lost the database connection: {first_line(exc.orig or exc)}")
         return _fail(str(err), EXIT_UNCHECKED if is_doctor else err.exit_code)
+    except DBAPIError as exc:
+        if os.environ.get("SPINE_DEBUG"):
+            raise
+        return _fail(f"the database refused the change: {first_line(exc.orig or exc)}", 1)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

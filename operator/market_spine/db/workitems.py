@@ -276,6 +276,16 @@ def upsert_execution(conn: Connection, record: ExecutionRecord) -> None:
     conn.execute(stmt)
 
 
+def next_attempt_number(conn: Connection, item_id: int) -> int:
+    """The ordinal of the item's next execution, counted over its whole life.
+
+    ``attempt_count`` restarts at 0 on an admin retry (a fresh budget), but execution rows and
+    Job names must never repeat, so they number attempts across every budget.
+    """
+    last = conn.execute(select(func.max(E.c.attempt)).where(E.c.work_item_id == item_id)).scalar()
+    return int(last or 0) + 1
+
+
 def executions_for(conn: Connection, item_id: int) -> list[Row[Any]]:
     return list(conn.execute(select(E).where(E.c.work_item_id == item_id).order_by(E.c.attempt)))
 
@@ -284,3 +294,8 @@ def work_item_id_for(conn: Connection, domain: str, pipeline: str, partition_key
     return conn.execute(
         select(T.c.id).where(T.c.domain == domain, T.c.pipeline == pipeline, T.c.partition_key == partition_key)
     ).scalar()
+
+
+def execution_capture(conn: Connection, execution_id: str) -> str | None:
+    """The capture a finished execution wrote or read (recorded by the pipeline container)."""
+    return conn.execute(select(E.c.capture_id).where(E.c.execution_id == execution_id)).scalar()

@@ -28,6 +28,8 @@ class LocalQueue:
 
     def enqueue(self, spec: WorkItemSpec) -> EnqueueResult:
         """Create the work item, or report the existing one: enqueueing twice is a no-op."""
+        if spec.desired_at is None:  # "now" is the queue's clock, not the database server's
+            spec = spec.model_copy(update={"desired_at": self.clock()})
         with self.engine.begin() as conn:
             record, created = repo.insert_if_absent(conn, spec, k8s_name=spec.name)
         return EnqueueResult(

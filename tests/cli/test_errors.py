@@ -1,0 +1,122 @@
+"""Bad input through the real CLI: one clear line on stderr, a specific exit code, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from market_spine.core.partitions import Tier
+from market_spine.finra.sample import write_sample_week
+from tests.support.cli import Spine
+
+INGEST = "finra.otc_transparency.ingest_week"
+
+
+def _one_line_error(text: str, *fragments: str) -> None:
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    assert lines[0].startswith("spine: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_unknown_pipeline(spine: Spine) -> None:
+    result = spine("run", "finra.otc_transparency.ingest_wek", "--week-ending", "2025-12-15", "--tier", "OTC",
+                   "--source", "finra-api")
+    assert result.code == 2
+    _one_line_error(result.err, "unknown pipeline 'finra.otc_transparency.ingest_wek'", INGEST)
+
+
+def test_unknown_tier(spine: Spine) -> None:
+    result = spine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "TIER_9")
+    assert result.code == 2
+    _one_line_error(result.err, "unknown tier 'TIER_9'", "NMS_TIER_1, NMS_TIER_2, OTC")
+
+
+def test_bad_date(spine: Spine) -> None:
+    result = spine("work", "enqueue", INGEST, "--week-ending", "2025-13-01", "--tier", "OTC")
+    assert result.code == 2
+    _one_line_error(result.err, "--week-ending must be a date as YYYY-MM-DD")
+
+
+def test_unknown_domain_for_doctor_exits_2(spine: Spine) -> None:
+    result = spine("doctor", "finra.otc", "--weeks", "2")
+    assert result.code == 2
+    _one_line_error(result.err, "unknown domain 'finra.otc'")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("work", "list"),
+        ("run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api"),
+        ("db", "upgrade"),
+    ],
+)
+def test_unreachable_database(spine: Spine, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    monkeypatch.setenv("SPINE_DATABASE_URL", f"postgresql://spine:secret@127.0.0.1:{_closed_port()}/spine")
+    monkeypatch.setenv("SPINE_DB_CONNECT_TIMEOUT", "2")
+    result = spine(*args)
+    assert result.code == 3
+    _one_line_error(result.err, "cannot reach PostgreSQL at 127.0.0.1:")
+    assert "secret" not in result.err  # the password never reaches a message
+
+
+def test_doctor_exit_code_2_when_database_unreachable(spine: Spine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINE_DATABASE_URL", f"postgresql://127.0.0.1:{_closed_port()}/spine")
+    monkeypatch.setenv("SPINE_DB_CONNECT_TIMEOUT", "2")
+    result = spine("doctor", "finra.otc_transparency", "--weeks", "4")
+    assert result.code == 2
+    _one_line_error(result.err, "cannot reach PostgreSQL")
+
+
+def test_not_a_postgres_url(spine: Spine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINE_DATABASE_URL", "mysql://u@h/db")
+    result = spine("work", "list")
+    assert result.code == 2
+    _one_line_error(result.err, "must be a PostgreSQL URL")
+
+
+def test_bad_header_file_fails_cleanly_and_writes_nothing(spine: Spine, tmp_path: Path) -> None:
+    path = write_sample_week(tmp_path / "w.csv", __import__("datetime").date(2025, 12, 15), Tier.OTC, symbols=5)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace("MPID", "MPlD"), *lines[1:]]) + "\n")
+    result = spine("run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(path))
+    assert result.code == 4
+    _one_line_error(result.err, "bad header")
+    captures = spine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    assert captures.code == 0
+    assert captures.json() == []
+
+
+def test_wrong_week_file_fails_cleanly_and_writes_nothing(spine: Spine, tmp_path: Path) -> None:
+    from datetime import date
+
+    path = write_sample_week(tmp_path / "w.csv", date(2025, 12, 8), Tier.OTC, symbols=5)
+    result = spine("run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(path))
+    assert result.code == 4
+    _one_line_error(result.err, "2025-12-08", "2025-12-15")
+    captures = spine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    assert captures.json() == []
+
+
+def test_finra_api_answering_500_three_times(spine: Spine, finra_api: object) -> None:
+    from tests.support.finra_api import FinraApi
+
+    assert isinstance(finra_api, FinraApi)
+    finra_api.fail(500, times=3)
+    result = spine("run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    assert result.code == 5
+    _one_line_error(result.err, "500", "three times")
+    assert len(finra_api.requests) == 3
+    runs = spine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    assert runs.json() == []
