@@ -24,8 +24,16 @@ def _one_line_error(text: str, *fragments: str) -> None:
 
 
 def test_unknown_pipeline(spine: Spine) -> None:
-    result = spine("run", "finra.otc_transparency.ingest_wek", "--week-ending", "2025-12-15", "--tier", "OTC",
-                   "--source", "finra-api")
+    result = spine(
+        "run",
+        "finra.otc_transparency.ingest_wek",
+        "--week-ending",
+        "2025-12-15",
+        "--tier",
+        "OTC",
+        "--source",
+        "finra-api",
+    )
     assert result.code == 2
     _one_line_error(result.err, "unknown pipeline 'finra.otc_transparency.ingest_wek'", INGEST)
 

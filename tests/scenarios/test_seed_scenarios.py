@@ -43,7 +43,10 @@ def _ts(value: object) -> datetime:
 def test_1_503_goes_to_retry_wait_for_five_minutes_then_completes(spine: Spine, finra_api: FinraApi) -> None:
     finra_api.records = sample_records(WEEK, Tier.OTC, symbols=20, seed=1)
     spine.now = T0
-    assert spine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api").code == 0
+    assert (
+        spine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api").code
+        == 0
+    )
 
     finra_api.fail(503, times=3)  # every try of the first attempt's API client
     first = spine("worker", "--until-idle")
@@ -122,7 +125,16 @@ def test_3_one_missing_week_in_three_weeks_by_three_tiers_is_three_missing_parti
             result = spine("run", INGEST, "--week-ending", str(week), "--tier", tier.value, "--file", file, "--chain")
             assert result.code == 0, result.err
 
-    doctor = ("doctor", "finra.otc_transparency", "--weeks", "3", "--as-of", "2025-12-15", "--landing-dir", str(landing))
+    doctor = (
+        "doctor",
+        "finra.otc_transparency",
+        "--weeks",
+        "3",
+        "--as-of",
+        "2025-12-15",
+        "--landing-dir",
+        str(landing),
+    )
     result = spine(*doctor, "--format", "json")
     assert result.code == 1
     report = result.json()
@@ -220,12 +232,11 @@ def test_7_admin_retry_moves_failed_to_pending_with_fresh_attempts(spine: Spine,
     assert spine("worker", "--until-idle").code == 0
     assert _item(spine)["state"] == "FAILED"
 
-    doctor = spine("doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-15", "--tier", "OTC",
-                   "--format", "json")
+    doctor = spine(
+        "doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-15", "--tier", "OTC", "--format", "json"
+    )
     failed = [g for g in doctor.json()["gaps"] if g["kind"] == "failed_work"]
-    assert [g["remediation"] for g in failed] == [
-        f"spine work retry {INGEST} --week-ending 2025-12-15 --tier OTC"
-    ]
+    assert [g["remediation"] for g in failed] == [f"spine work retry {INGEST} --week-ending 2025-12-15 --tier OTC"]
 
     retried = spine(*failed[0]["remediation"].split()[1:])
     assert retried.code == 0, retried.err
@@ -252,8 +263,12 @@ def test_7_admin_retry_moves_failed_to_pending_with_fresh_attempts(spine: Spine,
 def test_generated_tiers_run_end_to_end_through_the_queue(spine: Spine, tmp_path: Path, tier: str) -> None:
     week = WEEK
     path = write_sample_week(tmp_path / "w.csv", week, Tier(tier), symbols=25, seed=11)
-    assert spine("work", "enqueue", INGEST, "--week-ending", str(week), "--tier", tier, "--file", str(path),
-                 "--chain").code == 0
+    assert (
+        spine(
+            "work", "enqueue", INGEST, "--week-ending", str(week), "--tier", tier, "--file", str(path), "--chain"
+        ).code
+        == 0
+    )
     result = spine("worker", "--until-idle", "--concurrency", "2")
     assert result.code == 0
     states = {i["pipeline"]: i["state"] for i in _items(spine)}

@@ -51,11 +51,7 @@ class FinraApi:
                     self.wfile.write(payload)
                     return
                 wanted = {f["fieldName"]: f["fieldValue"] for f in body.get("compareFilters", [])}
-                matching = [
-                    r
-                    for r in api.records
-                    if all(r.get(k) == v for k, v in wanted.items() if k in r)
-                ]
+                matching = [r for r in api.records if all(r.get(k) == v for k, v in wanted.items() if k in r)]
                 offset, limit = int(body.get("offset", 0)), int(body.get("limit", 5000))
                 payload = json.dumps(matching[offset : offset + limit]).encode()
                 self.send_response(200)
