@@ -8,6 +8,8 @@ tests never see each other's rows and never pay for migrations more than once.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from market_spine.db import migrate
-from market_spine.db.engine import make_engine, normalize_url, start_embedded
+from market_spine.db.engine import make_engine, normalize_url, start_embedded, stop_embedded
 
 pytest_plugins = ["tests.support.cli", "tests.support.finra_api"]
 
@@ -27,13 +29,21 @@ TEMPLATE = "spine_test_template"
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A URL to a maintenance database on a real PostgreSQL server."""
+def pg_admin_url() -> Iterator[str]:
+    """A URL to a maintenance database on a real PostgreSQL server, stopped after the session."""
     external = os.environ.get("SPINE_TEST_DATABASE_URL")
     if external:
-        return normalize_url(external)
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
-    return normalize_url(start_embedded(data_dir))
+        yield normalize_url(external)
+        return
+    # Not under pytest's basetemp: pytest prunes old basetemps, which must not pull a live
+    # server's data directory away from a concurrent session.
+    folder = Path(tempfile.mkdtemp(prefix="spine-test-pg-"))
+    data_dir = folder / "data"
+    try:
+        yield normalize_url(start_embedded(data_dir))
+    finally:
+        stop_embedded(data_dir)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:

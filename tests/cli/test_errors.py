@@ -128,3 +128,21 @@ def test_finra_api_answering_500_three_times(spine: Spine, finra_api: object) ->
     assert len(finra_api.requests) == 3
     runs = spine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
     assert runs.json() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("doctor", "finra.otc_transparency", "--weeks", "many"), 2, "Invalid value for '--weeks'"),
+        (("work", "enqueue"), 2, "Missing argument"),
+        (("work", "list", "--format", "yaml"), 2, "Invalid value for '--format'"),
+        (("run", "--nope"), 2, "No such option"),
+    ],
+)
+def test_usage_errors_are_usage_messages_not_tracebacks(
+    spine: Spine, args: tuple[str, ...], code: int, fragment: str
+) -> None:
+    result = spine(*args)
+    assert result.code == code
+    assert fragment in result.err
+    assert "Traceback" not in result.err

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 
-import click
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -21,6 +20,9 @@ from market_spine.cli.doctor import EXIT_UNCHECKED, doctor
 from market_spine.cli.run import run
 from market_spine.db.engine import first_line
 from market_spine.errors import DatabaseUnavailable, SpineError
+
+# Typer 0.29 vendors its own Click: usage errors are that copy's ClickException (pinned in pyproject).
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 app = typer.Typer(
     name="spine",
@@ -88,12 +90,15 @@ def run_cli(argv: list[str] | None = None) -> int:
         if os.environ.get("SPINE_DEBUG"):
             raise
         return _fail(f"the database refused the change: {first_line(exc.orig or exc)}", 1)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except NoArgsIsHelpError as exc:
         exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+        return 0
+    except ClickException as exc:
+        exc.show()  # "Usage: … Error: Invalid value for '--weeks': …", as any CLI user expects
+        return EXIT_UNCHECKED if is_doctor else exc.exit_code
+    except typer.Abort:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return 130

