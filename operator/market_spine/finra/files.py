@@ -1,0 +1,202 @@
+"""FINRA weekly files: read one (a path or an http(s) URL), check its header, split it into rows.
+
+Called by ``pipelines.ingest`` for ``--file``, and by the API client's callers through
+:func:`weekly_from_records`, so a week from FINRA's API and a week from a file become the same
+rows. FINRA's files are pipe-delimited despite the ``.csv`` name, with one header row, no quoting
+and no pipe inside a field, so a plain ``str.split('|')`` is both correct and the fastest parser.
+
+What this module refuses (:class:`InputFileError`, before anything is written): a missing or
+empty file, a header that is not FINRA's, and a file that is for another week or tier as a
+whole. What it lets through is row-level damage (a short row, a blank symbol, text in a number
+column): those rows are stored raw and rejected with a reason by normalization, so one bad row
+never aborts a week.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+
+from market_spine.core.partitions import Tier, UnknownTier, parse_tier
+from market_spine.errors import InputFileError, SourceUnavailable
+
+HEADER: tuple[str, ...] = (
+    "tierDescription",
+    "issueSymbolIdentifier",
+    "issueName",
+    "marketParticipantName",
+    "MPID",
+    "totalWeeklyShareQuantity",
+    "totalWeeklyTradeCount",
+    "lastUpdateDate",
+)
+HEADER_LINE = "|".join(HEADER)
+FIELD_COUNT = len(HEADER)
+
+Fields = tuple[str | None, ...]
+
+
+class SourceRow(NamedTuple):
+    """One data row as received. ``fields`` always has :data:`FIELD_COUNT` entries: a short row
+    has ``None`` for the fields it lacks, and a long row keeps its surplus in the last field, so
+    nothing received is lost and normalization can say what was wrong."""
+
+    line_number: int  # 1-based line in the file (the header is line 1); record number for the API
+    text: str  # the record as received, without its line ending: what the record hash covers
+    fields: Fields
+
+
+@dataclass(frozen=True)
+class WeeklyData:
+    """A week's data lines as received, with their line numbers.
+
+    Lines stay unsplit: ingest stores them as they are (one ``replace`` turns a line into a COPY
+    row) and only :meth:`rows` splits them, for callers that want fields."""
+
+    source: str  # the path (absolute) or URL the rows came from, stored with every raw row
+    lines: list[str]  # data lines without line endings; blank lines are not data
+    line_numbers: list[int]  # the 1-based line of each in the file (the header is line 1)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def rows(self) -> list[SourceRow]:
+        return [SourceRow(n, line, split_fields(line)) for n, line in zip(self.line_numbers, self.lines, strict=True)]
+
+
+def split_fields(line: str) -> Fields:
+    parts = line.split("|")
+    if len(parts) == FIELD_COUNT:
+        return tuple(parts)
+    if len(parts) > FIELD_COUNT:
+        return (*parts[: FIELD_COUNT - 1], "|".join(parts[FIELD_COUNT - 1 :]))
+    return (*parts, *([None] * (FIELD_COUNT - len(parts))))
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Some older FINRA downloads are Windows-1252; latin-1 never fails and keeps every byte.
+        return data.decode("latin-1")
+
+
+def _fetch(source: str, timeout: float) -> bytes:
+    try:
+        response = httpx.get(source, timeout=timeout, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"{source}: could not download: {exc}") from exc
+    if response.status_code >= 400:
+        raise SourceUnavailable(f"{source}: download failed with HTTP {response.status_code}")
+    return response.content
+
+
+def read_bytes(source: str | Path, *, timeout: float = 60.0) -> tuple[str, bytes]:
+    """Return (where it came from, the bytes) for a local path or an http(s) URL."""
+    text = str(source)
+    if text.startswith(("http://", "https://")):
+        return text, _fetch(text, timeout)
+    path = Path(source).expanduser()
+    try:
+        return str(path.resolve()), path.read_bytes()
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a directory, not a FINRA weekly file") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def parse_weekly_text(text: str, source: str) -> WeeklyData:
+    """Check the header and keep the data lines with their 1-based line numbers.
+
+    Blank lines (a trailing newline, an empty line at the end) are not records and are skipped;
+    line numbers still count them, so a number always points at the line in the file. This is the
+    hot path of an ingest: whole-list operations, no per-line function calls."""
+    lines = text.split("\n")
+    if "\r" in text:  # CRLF files; a carriage return inside a line stays data
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    header = lines[0]
+    if not header.strip() and not any(line.strip() for line in lines):
+        raise InputFileError(f"{source}: empty file (expected a header line: {HEADER_LINE})")
+    if header != HEADER_LINE:
+        got = header if len(header) <= 200 else header[:200] + "…"
+        raise InputFileError(f"{source}: bad header: expected {HEADER_LINE!r}, got {got!r}")
+    body = lines[1:]
+    numbers = [number for number, line in enumerate(body, start=2) if line and not line.isspace()]
+    if len(numbers) != len(body):
+        body = [lines[number - 1] for number in numbers]
+    if not body:
+        raise InputFileError(f"{source}: no data rows after the header")
+    return WeeklyData(source, body, numbers)
+
+
+def iter_rows(text: str, source: str) -> Iterator[SourceRow]:
+    """Check the header, then yield the data rows with their 1-based line numbers and fields."""
+    yield from parse_weekly_text(text, source).rows()
+
+
+def read_weekly(source: str | Path, *, timeout: float = 60.0) -> WeeklyData:
+    """Read a FINRA weekly file; :class:`InputFileError` if it cannot be used at all."""
+    where, data = read_bytes(source, timeout=timeout)
+    return parse_weekly_text(_decode(data), where)
+
+
+def _field_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # JSON may carry 1234.0 for an integer column
+    return str(value)
+
+
+def weekly_from_records(source: str, records: Iterable[Mapping[str, object]]) -> WeeklyData:
+    """FINRA API records (objects keyed by the file's column names) → a week, numbered from 1.
+
+    Each record becomes the line the file would have for it, so a week's record hashes are the
+    same whichever way it arrived. (FINRA fields never contain a pipe; if one did, the line would
+    have too many fields and normalization would reject it with a reason.)"""
+    lines = ["|".join(_field_text(record.get(name)) for name in HEADER) for record in records]
+    return WeeklyData(source, lines, list(range(1, len(lines) + 1)))
+
+
+def _as_date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def check_partition(data: WeeklyData, week_ending: date, tier: Tier) -> None:
+    """Refuse a file that is, as a whole, for another week or another tier.
+
+    If at least one row is for the requested week and tier, the file is this partition's and the
+    odd rows are rejected one by one during normalization; if none is, the user picked the wrong
+    file, and mixing it in would be worse than stopping."""
+    # The first and last fields of each line, without splitting the whole line.
+    weeks: Counter[date | None] = Counter()
+    for text, count in Counter(line.rpartition("|")[2] for line in data.lines).items():
+        weeks[_as_date(text)] += count
+    if weeks[week_ending] == 0:
+        dated = [(count, day) for day, count in weeks.items() if day is not None]
+        found = max(dated)[1].isoformat() if dated else "no readable lastUpdateDate"
+        raise InputFileError(
+            f"{data.source}: the file is for week {found}, not the requested week "
+            f"{week_ending.isoformat()} (no row has lastUpdateDate {week_ending.isoformat()})"
+        )
+    tiers: Counter[Tier | None] = Counter()
+    for text, count in Counter(line.partition("|")[0] for line in data.lines).items():
+        try:
+            tiers[parse_tier(text)] += count
+        except UnknownTier:
+            tiers[None] += count
+    if tiers[tier] == 0:
+        known = [(count, t.value) for t, count in tiers.items() if t is not None]
+        found = max(known)[1] if known else "no recognised tierDescription"
+        raise InputFileError(f"{data.source}: the file is for tier {found}, not the requested tier {tier.value}")
