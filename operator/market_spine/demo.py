@@ -21,14 +21,14 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from market_spine.config import load_settings
-from market_spine.core.partitions import Tier
+from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.core.stages import INGEST
 from market_spine.core.states import WorkState
 from market_spine.core.workitem import FinraPartition, WorkItemSpec
 from market_spine.db import migrate
 from market_spine.db.engine import default_data_dir, make_engine, normalize_url, start_embedded
 from market_spine.errors import SpineError
-from market_spine.finra.sample import sample_file_name, write_sample_week
+from market_spine.finra.sample import write_sample_week
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict
 from market_spine.services.query import top_concentrated
 from market_spine.services.queue import LocalQueue
@@ -64,7 +64,7 @@ def generate_sample(folder: Path) -> list[WeekFile]:
     files = []
     for week in (date(2025, 12, 15), date(2025, 12, 22)):
         for tier in Tier:
-            path = write_sample_week(folder / sample_file_name(week, tier), week, tier, symbols=200, seed=7)
+            path = write_sample_week(folder / weekly_file_name(week, tier), week, tier, symbols=200, seed=7)
             files.append(WeekFile(path, week, tier))
     return files
 
@@ -129,13 +129,18 @@ def main() -> int:
 
     weeks = sorted({f.week_ending for f in files})
     tiers = tuple(sorted({f.tier for f in files}))
-    print(f"\n3. Doctor (spine doctor finra.otc_transparency --weeks {len(weeks)} --as-of {weeks[-1]}"
-          + "".join(f" --tier {t.value}" for t in tiers) + ")")
+    print(
+        f"\n3. Doctor (spine doctor finra.otc_transparency --weeks {len(weeks)} --as-of {weeks[-1]}"
+        + "".join(f" --tier {t.value}" for t in tiers)
+        + ")"
+    )
     options = DoctorOptions(weeks=len(weeks), as_of=weeks[-1], tiers=tiers)
     doctor = report_as_dict(check(engine, options, utcnow().date()), options)
     verdict = "HEALTHY" if doctor["healthy"] else "GAPS FOUND"
-    print(f"  {verdict}: {doctor['expected_partitions']} partitions expected, {doctor['missing_partitions']} missing, "
-          f"{doctor['incomplete_partitions']} incomplete, {doctor['failed_work']} failed")
+    print(
+        f"  {verdict}: {doctor['expected_partitions']} partitions expected, {doctor['missing_partitions']} missing, "
+        f"{doctor['incomplete_partitions']} incomplete, {doctor['failed_work']} failed"
+    )
     for gap in doctor["gaps"]:
         print(f"  - {gap['kind']}: {gap['remediation']}")
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from market_spine.core.partitions import Tier
+from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.core.workitem import FinraPartition, WorkItemSpec
-from market_spine.finra.sample import render_records, sample_file_name, sample_records
+from market_spine.finra.sample import render_records, sample_records
 
 from .conftest import CHART, NAMESPACE, RELEASE, ROOT, Kube, wait_for
 
@@ -72,7 +72,7 @@ def work_item(pipeline: str, tier: Tier, params: dict[str, str], **spec: Any) ->
 def week_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """A generated FINRA-format weekly file (pipe-delimited, FINRA's header) and its row count."""
     records = sample_records(WEEK, TIER, symbols=40, seed=7)
-    path = tmp_path_factory.mktemp("finra") / sample_file_name(WEEK, TIER)
+    path = tmp_path_factory.mktemp("finra") / weekly_file_name(WEEK, TIER)
     path.write_text(render_records(records))
     return path, len(records)
 
@@ -211,7 +211,7 @@ def test_doctor_cronjob_fails_on_gaps(release: str, kube: Kube) -> None:
 
 
 def test_failed_attempt_retries_then_fails(release: str, kube: Kube) -> None:
-    missing = f"{FILES_URL}/{sample_file_name(WEEK, FAIL_TIER)}"  # not served: 404
+    missing = f"{FILES_URL}/{weekly_file_name(WEEK, FAIL_TIER)}"  # not served: 404
     manifest = work_item(
         PIPELINES[0], FAIL_TIER, {"file": missing}, maxAttempts=2, retry={"backoffSeconds": 30, "factor": 1}
     )

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from market_spine.core.partitions import Tier
+from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.errors import InputFileError, SourceUnavailable
 from market_spine.finra.files import HEADER, HEADER_LINE, check_partition, read_weekly
-from market_spine.finra.sample import render_records, sample_file_name, sample_records, write_sample_week
+from market_spine.finra.sample import render_records, sample_records, write_sample_week
 
 WEEK = date(2025, 12, 15)
 
@@ -135,4 +135,4 @@ def test_sample_weeks_share_a_symbol_universe() -> None:
 def test_sample_into_a_folder_uses_the_real_file_naming(tmp_path: Path) -> None:
     path = write_sample_week(tmp_path, WEEK, Tier.OTC, symbols=2)
     assert path == tmp_path / "finra_otc_weekly_otc_20251215.csv"
-    assert sample_file_name(WEEK, Tier.NMS_TIER_2) == "finra_otc_weekly_nms_tier_2_20251215.csv"
+    assert weekly_file_name(WEEK, Tier.NMS_TIER_2) == "finra_otc_weekly_nms_tier_2_20251215.csv"

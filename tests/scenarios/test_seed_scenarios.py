@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from market_spine.core.partitions import Tier
-from market_spine.finra.sample import sample_file_name, sample_records, write_sample_week
+from market_spine.core.partitions import Tier, weekly_file_name
+from market_spine.finra.sample import sample_records, write_sample_week
 from tests.support.cli import Spine
 from tests.support.finra_api import FinraApi
 
@@ -100,7 +100,7 @@ def test_2_three_failures_with_60s_backoff_end_in_failed(spine: Spine, finra_api
 def _land(tmp_path: Path, weeks: list[date], tiers: list[Tier]) -> Path:
     for week in weeks:
         for tier in tiers:
-            write_sample_week(tmp_path / sample_file_name(week, tier), week, tier, symbols=15, seed=3)
+            write_sample_week(tmp_path / weekly_file_name(week, tier), week, tier, symbols=15, seed=3)
     return tmp_path
 
 
@@ -121,7 +121,7 @@ def test_3_one_missing_week_in_three_weeks_by_three_tiers_is_three_missing_parti
     landing = _land(tmp_path, weeks, list(Tier))
     for week in (weeks[0], weeks[2]):  # 2025-12-08 is never ingested
         for tier in Tier:
-            file = str(landing / sample_file_name(week, tier))
+            file = str(landing / weekly_file_name(week, tier))
             result = spine("run", INGEST, "--week-ending", str(week), "--tier", tier.value, "--file", file, "--chain")
             assert result.code == 0, result.err
 
@@ -151,7 +151,7 @@ def test_3_one_missing_week_in_three_weeks_by_three_tiers_is_three_missing_parti
 
 def test_4_raw_without_normalized_is_an_incomplete_chain_with_a_remediation(spine: Spine, tmp_path: Path) -> None:
     landing = _land(tmp_path, [WEEK], [Tier.NMS_TIER_1])
-    file = str(landing / sample_file_name(WEEK, Tier.NMS_TIER_1))
+    file = str(landing / weekly_file_name(WEEK, Tier.NMS_TIER_1))
     assert spine("run", INGEST, "--week-ending", "2025-12-15", "--tier", "NMS_TIER_1", "--file", file).code == 0
 
     doctor = ("doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-15", "--tier", "NMS_TIER_1")

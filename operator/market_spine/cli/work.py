@@ -22,7 +22,7 @@ from market_spine.cli.run import source_params
 from market_spine.config import Backend
 from market_spine.core.backoff import RetryPolicy
 from market_spine.core.calendar import week_range
-from market_spine.core.partitions import Tier
+from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.core.states import WorkState
 from market_spine.core.workitem import (
     BACKFILL_PRIORITY,
@@ -32,7 +32,6 @@ from market_spine.core.workitem import (
     WorkItemSpec,
 )
 from market_spine.errors import UsageError
-from market_spine.services.doctor import landing_file_name
 from market_spine.services.queue import LocalQueue
 from market_spine.services.worker import AttemptOutcome, Worker
 
@@ -172,7 +171,7 @@ def backfill(
     specs = []
     for week in week_range(first, last):
         for tier in chosen:
-            file = str(landing_dir / landing_file_name(week, tier)) if landing_dir else None
+            file = str(landing_dir / weekly_file_name(week, tier)) if landing_dir else None
             specs.append(
                 _spec(
                     pipeline,

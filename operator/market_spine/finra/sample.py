@@ -14,7 +14,7 @@ import random
 from datetime import date
 from pathlib import Path
 
-from market_spine.core.partitions import Tier
+from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.finra.files import HEADER, HEADER_LINE
 
 TIER_DESCRIPTIONS: dict[Tier, str] = {
@@ -75,11 +75,6 @@ _NAME_SUFFIXES = (
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def sample_file_name(week_ending: date, tier: Tier) -> str:
-    """The file name the demo and the landing folder use, after the real files' pattern."""
-    return f"finra_otc_weekly_{tier.value.lower()}_{week_ending.strftime('%Y%m%d')}.csv"
-
-
 def _symbols(rng: random.Random, tier: Tier, count: int) -> list[tuple[str, str]]:
     out: dict[str, str] = {}
     while len(out) < count:
@@ -137,10 +132,10 @@ def render_records(records: list[dict[str, str]]) -> str:
 
 
 def write_sample_week(path: str | Path, week_ending: date, tier: Tier, *, symbols: int = 50, seed: int = 0) -> Path:
-    """Write one sample week to ``path`` (a file, or a folder to write :func:`sample_file_name` in)."""
+    """Write one sample week to ``path`` (a file, or a folder to write :func:`weekly_file_name` in)."""
     target = Path(path)
     if target.is_dir():
-        target = target / sample_file_name(week_ending, tier)
+        target = target / weekly_file_name(week_ending, tier)
     target.parent.mkdir(parents=True, exist_ok=True)
     records = sample_records(week_ending, tier, symbols=symbols, seed=seed)
     target.write_text(render_records(records), encoding="utf-8")

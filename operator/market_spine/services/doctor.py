@@ -18,18 +18,13 @@ from sqlalchemy import Engine, select
 
 from market_spine.core.calendar import MONDAY, expected_partitions
 from market_spine.core.gaps import GapReport, detect_gaps
-from market_spine.core.partitions import DOMAIN, Tier
+from market_spine.core.partitions import DOMAIN, Tier, weekly_file_name
 from market_spine.core.stages import Stage
 from market_spine.core.states import WorkState
 from market_spine.db import workitems as repo
 from market_spine.db.schema import core_manifest
 
 JSON_SCHEMA_VERSION = 1
-
-
-def landing_file_name(week_ending: date, tier: Tier) -> str:
-    """The name FINRA-style weekly files have in a landing folder: ``finra_otc_weekly_otc_20251215.csv``."""
-    return f"finra_otc_weekly_{tier.value.lower()}_{week_ending.strftime('%Y%m%d')}.csv"
 
 
 @dataclass(frozen=True)
@@ -47,7 +42,7 @@ class DoctorOptions:
 def _ingest_source(landing_dir: Path | None) -> Any:
     def source(week: date, tier: Tier) -> Sequence[str]:
         if landing_dir is not None:
-            candidate = landing_dir / landing_file_name(week, tier)
+            candidate = landing_dir / weekly_file_name(week, tier)
             if candidate.is_file():
                 return ("--file", str(candidate))
         return ("--source", "finra-api")
