@@ -14,15 +14,15 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+# Typer 0.29 vendors its own Click: usage errors are that copy's ClickException (pinned in pyproject).
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
 from market_spine import __version__
 from market_spine.cli import db, query, work
 from market_spine.cli.doctor import EXIT_UNCHECKED, doctor
 from market_spine.cli.run import run
 from market_spine.db.engine import first_line
 from market_spine.errors import DatabaseUnavailable, SpineError
-
-# Typer 0.29 vendors its own Click: usage errors are that copy's ClickException (pinned in pyproject).
-from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 app = typer.Typer(
     name="spine",
