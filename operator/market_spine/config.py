@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from market_spine.core.partitions import Tier
+
 
 class Backend(StrEnum):
     LOCAL = "local"  # the PostgreSQL-backed queue and `spine worker`
@@ -40,6 +42,13 @@ class Settings(BaseSettings):
     finra_api_rate_per_second: float = Field(5.0, gt=0)
     finra_api_retries: int = Field(3, ge=1, description="Attempts per API request before giving up.")
     finra_api_backoff_seconds: float = Field(1.0, ge=0, description="First wait between API retries; doubles.")
+    week_ending_weekday: int = Field(
+        0, ge=0, le=6, description="The weekday FINRA stamps on weekly files (0 = Monday … 6 = Sunday)."
+    )
+    publication_lag_days: dict[Tier, int] = Field(
+        default_factory=dict,
+        description='Days after week_ending before a tier\'s week is expected, as JSON: {"NMS_TIER_1": 14}.',
+    )
     landing_dir: Path | None = Field(
         None, description="Folder of FINRA weekly files; the doctor points ingest remediations at files here."
     )

@@ -25,6 +25,12 @@ class DatabaseUnavailable(SpineError):
     exit_code = 3
 
 
+class SchemaMismatch(SpineError):
+    """The database schema is not the revision this code needs (retryable: a migration may be on its way)."""
+
+    exit_code = 7
+
+
 class InputFileError(SpineError):
     """A source file cannot be used at all (bad header, wrong week); nothing was written."""
 

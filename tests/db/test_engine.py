@@ -111,3 +111,31 @@ def test_embedded_default_says_where_its_data_lives(
     assert result.json() == []
     assert f"using the embedded PostgreSQL in {data_dir}" in result.err
     assert (data_dir / "PG_VERSION").is_file()
+
+
+def test_commands_refuse_an_unmigrated_database_with_a_retryable_error(
+    spine: Spine, pg_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    name = f"spine_empty_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+        monkeypatch.setenv("SPINE_DATABASE_URL", url)
+        refused = spine("work", "list")
+        assert refused.code == 7  # SchemaMismatch: retryable, so a Job started mid-upgrade retries
+        assert "schema is at revision none" in refused.err
+        assert "run `spine db upgrade`" in refused.err
+        upgraded = spine("db", "upgrade")
+        assert upgraded.code == 0
+        assert f"upgraded from empty to {migrate.head_revision()}" in upgraded.out
+        assert spine("work", "list").code == 0
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -52,9 +52,10 @@ def parse_date(value: str, option: str) -> date:
 
 
 def parse_week(value: str) -> date:
-    """A week-ending date, or ``latest``: the most recent Monday on or before today (UTC)."""
+    """A week-ending date, or ``latest``: the most recent week-ending day (Monday unless
+    ``SPINE_WEEK_ENDING_WEEKDAY`` says otherwise) on or before today (UTC)."""
     if value.strip().lower() == "latest":
-        return last_week_ending_on_or_before(utcnow().date())
+        return last_week_ending_on_or_before(utcnow().date(), settings().week_ending_weekday)
     return parse_date(value, "--week-ending")
 
 

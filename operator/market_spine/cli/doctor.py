@@ -15,7 +15,7 @@ from rich.console import Console
 
 from market_spine.cli import context
 from market_spine.cli.output import Format, emit, is_tty
-from market_spine.core.partitions import DOMAIN
+from market_spine.core.partitions import DOMAIN, Tier
 from market_spine.errors import UsageError
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict, report_as_prometheus
 
@@ -39,6 +39,10 @@ def doctor(
         int,
         typer.Option("--stale-days", min=0, help="A tier whose newest complete week is older is stale; 0 = off."),
     ] = 14,
+    lags: Annotated[
+        list[str] | None,
+        typer.Option("--lag", help="TIER=DAYS: a tier's week is expected DAYS after its date (repeatable)."),
+    ] = None,
     landing_dir: Annotated[
         Path | None,
         typer.Option("--landing-dir", help="Folder of weekly files; remediations use --file for files found here."),
@@ -48,13 +52,16 @@ def doctor(
     """Report missing partitions, incomplete stage chains, stale tiers and FAILED work."""
     if domain != DOMAIN:
         raise UsageError(f"unknown domain {domain!r}; known domains: {DOMAIN}")
+    settings = context.settings()
     options = DoctorOptions(
         domain=domain,
+        weekday=settings.week_ending_weekday,
+        publication_lag_days=settings.publication_lag_days | _parse_lags(lags or []),
         weeks=weeks,
         as_of=context.parse_date(as_of, "--as-of") if as_of else None,
         tiers=tuple(context.parse_tier_option(t) for t in tiers) if tiers else DoctorOptions.tiers,
         stale_after_days=stale_days or None,
-        landing_dir=landing_dir or context.settings().landing_dir,
+        landing_dir=landing_dir or settings.landing_dir,
     )
     report = check(context.engine(), options, context.utcnow().date())
     if fmt is DoctorFormat.JSON:
@@ -64,6 +71,16 @@ def doctor(
     else:
         _print_table(report_as_dict(report, options))
     raise typer.Exit(EXIT_HEALTHY if report.healthy else EXIT_GAPS)
+
+
+def _parse_lags(items: list[str]) -> dict[Tier, int]:
+    lags: dict[Tier, int] = {}
+    for item in items:
+        tier, sep, days = item.partition("=")
+        if not sep or not days.strip().isdigit():
+            raise UsageError(f"--lag takes TIER=DAYS, e.g. NMS_TIER_1=14, not {item!r}")
+        lags[context.parse_tier_option(tier)] = int(days)
+    return lags
 
 
 def _print_table(data: dict[str, object]) -> None:
@@ -83,7 +100,9 @@ def _print_table(data: dict[str, object]) -> None:
         rows = [
             {
                 "kind": g["kind"],
-                "week_ending": g.get("week_ending", g.get("newest_week", "")),
+                "week_ending": g.get(
+                    "week_ending", g.get("newest_week", (g.get("partition") or {}).get("week_ending"))
+                ),
                 "tier": g.get("tier", (g.get("partition") or {}).get("tier", "")),
                 "detail": _detail(g),
                 "remediation": g["remediation"],

@@ -56,6 +56,9 @@ def emit(
     title: str | None = None,
 ) -> None:
     cols = list(columns or (rows[0].keys() if rows else []))
+    if not rows and fmt is Format.TABLE:
+        say("no rows")
+        return
     if fmt is Format.JSON:
         print(json.dumps([dict(r) for r in rows], default=_json_default, indent=2))
     elif fmt is Format.CSV:

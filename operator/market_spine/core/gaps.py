@@ -75,6 +75,19 @@ class GapReport:
         return len(self.missing) + len(self.incomplete) + len(self.stale) + len(self.failed)
 
 
+def current_stages(stages: Mapping[Stage, tuple[datetime, str]]) -> dict[Stage, datetime]:
+    """The stages of a partition that hold its newest capture, from (updated_at, capture_id) per stage.
+
+    After a restatement is ingested without ``--chain``, RAW holds the new capture while NORMALIZED
+    and CALC still hold the old one: those stages are behind, so they count as missing and the
+    doctor asks for the re-run that brings them up to date.
+    """
+    raw = stages.get(Stage.RAW)
+    if raw is None:
+        return {stage: updated for stage, (updated, _) in stages.items()}
+    return {stage: updated for stage, (updated, capture) in stages.items() if capture == raw[1]}
+
+
 def run_command(pipeline: str, week: date, tier: Tier, extra: Sequence[str] = (), chain: bool = True) -> str:
     args = ["spine", "run", pipeline, "--week-ending", week.isoformat(), "--tier", tier.value, *extra]
     if chain:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from market_spine.config import Settings
 from market_spine.db import migrate
 from market_spine.db.engine import check_connection, make_engine, resolve_url
-from market_spine.errors import UsageError
+from market_spine.errors import SchemaMismatch
 
 
 def open_engine(settings: Settings, *, require_schema: bool = True) -> Engine:
@@ -27,7 +27,12 @@ def open_engine(settings: Settings, *, require_schema: bool = True) -> Engine:
         current, head = migrate.current_revision(engine), migrate.head_revision()
         if current != head:
             engine.dispose()
-            raise UsageError(
+            if current is not None and not migrate.is_known_revision(current):
+                raise SchemaMismatch(
+                    f"the database schema is at revision {current}, newer than this spine knows ({head}): "
+                    "upgrade spine (the image) to match the database"
+                )
+            raise SchemaMismatch(
                 f"the database schema is at revision {current or 'none'}, this spine needs {head}: "
                 "run `spine db upgrade`"
             )

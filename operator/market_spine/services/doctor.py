@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from market_spine.core.calendar import MONDAY, expected_partitions
-from market_spine.core.gaps import GapReport, detect_gaps
+from market_spine.core.gaps import GapReport, IngestSource, current_stages, detect_gaps
 from market_spine.core.partitions import DOMAIN, Tier, weekly_file_name
 from market_spine.core.stages import Stage
 from market_spine.core.states import WorkState
@@ -39,7 +39,7 @@ class DoctorOptions:
     landing_dir: Path | None = None
 
 
-def _ingest_source(landing_dir: Path | None) -> Any:
+def _ingest_source(landing_dir: Path | None) -> IngestSource:
     def source(week: date, tier: Tier) -> Sequence[str]:
         if landing_dir is not None:
             candidate = landing_dir / weekly_file_name(week, tier)
@@ -60,26 +60,22 @@ def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
         publication_lag_days=options.publication_lag_days,
     )
     weeks = sorted({week for week, _ in expected})
-    manifest: dict[tuple[date, Tier], dict[Stage, datetime]] = {}
+    marks: dict[tuple[date, Tier], dict[Stage, tuple[datetime, str]]] = {}
     with engine.connect() as conn:
         if weeks:
+            m = core_manifest.c
             rows = conn.execute(
-                select(
-                    core_manifest.c.week_ending,
-                    core_manifest.c.tier,
-                    core_manifest.c.stage,
-                    core_manifest.c.updated_at,
-                )
-                .where(core_manifest.c.domain == options.domain)
-                .where(core_manifest.c.week_ending.between(weeks[0], weeks[-1]))
+                select(m.week_ending, m.tier, m.stage, m.updated_at, m.capture_id)
+                .where(m.domain == options.domain)
+                .where(m.week_ending.between(weeks[0], weeks[-1]))
             )
-            for week, tier, stage, updated in rows:
-                manifest.setdefault((week, Tier(tier)), {})[Stage(stage)] = updated
+            for week, tier, stage, updated, capture in rows:
+                marks.setdefault((week, Tier(tier)), {})[Stage(stage)] = (updated, capture)
         failed = repo.list_items(conn, domain=options.domain, states=[WorkState.FAILED], limit=10_000)
     return detect_gaps(
         as_of=as_of,
         expected=expected,
-        manifest=manifest,
+        manifest={partition: current_stages(stages) for partition, stages in marks.items()},
         failed_work=[(item.pipeline, item.partition_key, item.last_error) for item in failed],
         ingest_source=_ingest_source(options.landing_dir),
         stale_after_days=options.stale_after_days,
