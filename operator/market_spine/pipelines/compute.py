@@ -14,64 +14,84 @@ A symbol with zero total volume has NULL shares and HHI (see the analytics modul
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
+from operator import attrgetter, itemgetter
+from typing import TypeVar
 
-from market_spine.core.analytics import symbol_concentration, tier_venue_shares, venue_shares, venue_volumes
+from market_spine.core.analytics import (
+    SymbolConcentration,
+    TierVenueShare,
+    VenueShare,
+    symbol_concentration,
+    tier_venue_shares,
+    venue_shares,
+    venue_volumes,
+)
 from market_spine.core.stages import COMPUTE, Stage
 from market_spine.db.schema import normalized, symbol_hhi, tier_venue_share, venue_volume
-from market_spine.errors import NotFound
-from market_spine.pipelines.copy import copy_rows
-from market_spine.pipelines.manifest import is_normalized, lock_capture, resolve_raw_capture, upsert_manifest
+from market_spine.pipelines.copy import any_needs_escape, copy_text, escape, fetch_all
+from market_spine.pipelines.manifest import Replaced, open_capture, upsert_manifest
 from market_spine.pipelines.registry import RunContext, StageResult, register
 
 _CAPTURE_COLUMNS = ("capture_id", "captured_at", "execution_id", "week_ending", "tier")
 VENUE_VOLUME_COLUMNS = (*_CAPTURE_COLUMNS, "symbol", "mpid", "volume", "trade_count", "share")
 SYMBOL_HHI_COLUMNS = (*_CAPTURE_COLUMNS, "symbol", "volume", "venue_count", "hhi")
 TIER_VENUE_SHARE_COLUMNS = (*_CAPTURE_COLUMNS, "mpid", "volume", "share", "rank")
+READ_COLUMNS = ("symbol", "mpid", "share_quantity", "trade_count")
+CHUNK_ROWS = 250  # rows per COPY chunk: PostgreSQL stores one while the next is formatted
+NULL = "\\N"
+_KEY = itemgetter(0, 1)  # (symbol, mpid) of a VenueVolume or VenueShare
+_TRADES = attrgetter("trade_count")
+T = TypeVar("T")
 
 
-def _float(value: float | None) -> str | None:
+def _float(value: float | None) -> str:
     # repr() is the shortest text that parses back to the same double: no precision is lost.
-    return None if value is None else repr(value)
+    return NULL if value is None else repr(value)
+
+
+def _chunks(items: Sequence[T], line: Callable[[T], str], chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, str]]:
+    """``items`` as COPY lines, formatted a chunk at a time: PostgreSQL stores one chunk while
+    the next is formatted."""
+    for start in range(0, len(items), chunk_rows):
+        part = items[start : start + chunk_rows]
+        yield len(part), "".join([line(item) for item in part])
 
 
 @register(COMPUTE, Stage.CALC, "Compute venue volume and share, symbol HHI, and tier venue share with rank")
 def compute_week(ctx: RunContext) -> StageResult:
     tier_text = ctx.tier.value
     with ctx.engine.begin() as conn:
-        capture = resolve_raw_capture(conn, ctx.week_ending, ctx.tier, ctx.params.get("capture_id"))
-        cid = capture.capture_id
-        lock_capture(conn, cid)
-        if not is_normalized(conn, cid):
-            raise NotFound(f"capture {cid} has not been normalized; run normalize first")
-        prefix = (cid, capture.captured_at.isoformat(), ctx.execution_id, ctx.week_ending.isoformat(), tier_text)
-        rows = conn.execute(
-            select(normalized.c.symbol, normalized.c.mpid, normalized.c.share_quantity, normalized.c.trade_count).where(
-                normalized.c.week_ending == ctx.week_ending,
-                normalized.c.tier == tier_text,
-                normalized.c.capture_id == cid,
-            )
+        replaced: list[Replaced] = [(table, {}) for table in (venue_volume, symbol_hhi, tier_venue_share)]
+        capture = open_capture(
+            conn, ctx.week_ending, ctx.tier, ctx.params.get("capture_id"), replaced, require_normalized=True
         )
+        cid = capture.capture_id
+        constants = (cid, capture.captured_at.isoformat(), ctx.execution_id, ctx.week_ending.isoformat(), tier_text)
+        prefix = "".join(f"{escape(value)}\t" for value in constants)
+        partition = {"week_ending": ctx.week_ending, "tier": tier_text, "capture_id": cid}
+        rows = fetch_all(conn, normalized, READ_COLUMNS, partition)
         volumes = venue_volumes(rows)
         shares = venue_shares(volumes)
-        trades = {(v.symbol, v.mpid): v.trade_count for v in volumes}
-        venue_rows = [
-            (*prefix, s.symbol, s.mpid, str(s.volume), str(trades[(s.symbol, s.mpid)]), _float(s.share)) for s in shares
-        ]
-        hhi_rows = [
-            (*prefix, c.symbol, str(c.total_volume), str(c.venue_count), _float(c.hhi))
-            for c in symbol_concentration(shares)
-        ]
-        tier_rows = [(*prefix, t.mpid, str(t.volume), _float(t.share), str(t.rank)) for t in tier_venue_shares(volumes)]
-        for table in (venue_volume, symbol_hhi, tier_venue_share):
-            conn.execute(
-                delete(table).where(
-                    table.c.week_ending == ctx.week_ending, table.c.tier == tier_text, table.c.capture_id == cid
-                )
-            )
-        count = copy_rows(conn, venue_volume, VENUE_VOLUME_COLUMNS, venue_rows, progress=ctx.progress)
-        copy_rows(conn, symbol_hhi, SYMBOL_HHI_COLUMNS, hhi_rows)
-        copy_rows(conn, tier_venue_share, TIER_VENUE_SHARE_COLUMNS, tier_rows)
+        trades = dict(zip(map(_KEY, volumes), map(_TRADES, volumes), strict=True))
+        # Symbols and MPIDs are written as they are unless one of them needs escaping (never in
+        # FINRA's files): checked once over all of them rather than value by value.
+        text: Callable[[str], str] = escape if any_needs_escape(chain.from_iterable(map(_KEY, volumes))) else str
+
+        def venue_line(s: VenueShare) -> str:
+            count = trades[s.symbol, s.mpid]
+            return f"{prefix}{text(s.symbol)}\t{text(s.mpid)}\t{s.volume}\t{count}\t{_float(s.share)}\n"
+
+        def hhi_line(c: SymbolConcentration) -> str:
+            return f"{prefix}{text(c.symbol)}\t{c.total_volume}\t{c.venue_count}\t{_float(c.hhi)}\n"
+
+        def tier_line(t: TierVenueShare) -> str:
+            return f"{prefix}{text(t.mpid)}\t{t.volume}\t{_float(t.share)}\t{t.rank}\n"
+
+        count = copy_text(conn, venue_volume, VENUE_VOLUME_COLUMNS, _chunks(shares, venue_line), progress=ctx.progress)
+        copy_text(conn, symbol_hhi, SYMBOL_HHI_COLUMNS, _chunks(symbol_concentration(shares), hhi_line))
+        copy_text(conn, tier_venue_share, TIER_VENUE_SHARE_COLUMNS, _chunks(tier_venue_shares(volumes), tier_line))
         upsert_manifest(
             conn,
             stage=Stage.CALC,

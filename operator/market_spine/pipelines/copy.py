@@ -1,8 +1,11 @@
-"""Bulk loads with PostgreSQL ``COPY … FROM STDIN``, inside the caller's SQLAlchemy transaction.
+"""Bulk loads with PostgreSQL ``COPY … FROM STDIN`` and bulk reads, inside the caller's SQLAlchemy
+transaction.
 
 Called by the three FINRA stages. COPY runs on the psycopg 3 connection underneath the SQLAlchemy
 connection (``conn.connection.driver_connection``), so the load commits or rolls back together with
-the stage's deletes and its manifest upsert: a failed stage leaves nothing partial behind.
+the stage's deletes and its manifest upsert: a failed stage leaves nothing partial behind. Reads of
+a whole capture (:func:`copy_out`, :func:`fetch_all`) use the same connection, skipping
+SQLAlchemy's per-row result processing, which costs more than the query itself at 5,000 rows.
 
 The statement is built from the :class:`~sqlalchemy.Table` and its column names with
 ``psycopg.sql.Identifier``, never from values; values travel in COPY's text format, escaped by
@@ -12,11 +15,13 @@ lines themselves (:func:`copy_text`, the fast path for raw lines).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import LibpqWriter
 from sqlalchemy import Connection, Table
 
 # How often (in rows) a long load reports progress: often enough for a progress bar, rarely
@@ -44,13 +49,84 @@ def needs_escape(text: str) -> bool:
     return "\\" in text or "\t" in text or "\r" in text
 
 
-def copy_statement(table: Table, columns: Sequence[str]) -> sql.Composed:
+def any_needs_escape(values: Iterable[str]) -> bool:
+    """Whether any of ``values`` needs :func:`escape`: one scan of them joined, not one per value."""
+    joined = " ".join(values)
+    return needs_escape(joined) or "\n" in joined
+
+
+# COPY TO's text format escapes these (and backslash itself); any other byte is sent as is.
+_UNESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def unescape(value: str) -> str | None:
+    """A value read with :func:`copy_out` as stored: ``\\N`` is NULL, escapes are decoded."""
+    if value == "\\N":
+        return None
+    if "\\" not in value:
+        return value
+    return _ESCAPED.sub(lambda match: _UNESCAPES.get(match[1], match[1]), value)
+
+
+def _checked(table: Table, columns: Sequence[str]) -> None:
     unknown = [name for name in columns if name not in table.columns]
     if unknown:
         raise ValueError(f"{table.name} has no column(s) {', '.join(unknown)}")
+
+
+def copy_statement(table: Table, columns: Sequence[str]) -> sql.Composed:
+    _checked(table, columns)
     return sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in columns)
     )
+
+
+def where_clause(table: Table, where: Mapping[str, object]) -> sql.Composed:
+    """``name = value AND …``; values are bound as literals by psycopg (``sql.Literal``: quoted
+    and typed by the driver, never pasted as text). COPY takes no parameters, hence literals."""
+    _checked(table, list(where))
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Literal(value)) for name, value in where.items()
+    )
+
+
+def select_statement(table: Table, columns: Sequence[str], where: Mapping[str, object]) -> sql.Composed:
+    """``SELECT columns FROM table WHERE name = value AND …`` (see :func:`where_clause`)."""
+    _checked(table, columns)
+    return sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        sql.SQL(", ").join(sql.Identifier(name) for name in columns),
+        sql.Identifier(table.name),
+        where_clause(table, where),
+    )
+
+
+def delete_statement(table: Table, where: Mapping[str, object]) -> sql.Composed:
+    """``DELETE FROM table WHERE name = value AND …`` (see :func:`where_clause`)."""
+    return sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table.name), where_clause(table, where))
+
+
+def copy_out(conn: Connection, table: Table, columns: Sequence[str], where: Mapping[str, object]) -> str:
+    """The matching rows in COPY's text format: one line per row, each ending in a newline, values
+    separated by tabs, NULL as ``\\N``, backslash, tab, newline and carriage return (and \\b,
+    \\f, \\v) escaped. Text without a backslash therefore holds no NULL and no value that needs
+    :func:`unescape`: its fields can be used as they are. Row order is the table's."""
+    statement = sql.SQL("COPY ({}) TO STDOUT").format(select_statement(table, columns, where))
+    driver = driver_connection(conn)
+    data = bytearray()
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for block in copy:
+            data += block
+    return data.decode(driver.info.encoding)
+
+
+def fetch_all(
+    conn: Connection, table: Table, columns: Sequence[str], where: Mapping[str, object]
+) -> list[tuple[Any, ...]]:
+    """The matching rows as plain tuples of Python values, in the table's order."""
+    with driver_connection(conn).cursor() as cursor:
+        cursor.execute(select_statement(table, columns, where))
+        return cursor.fetchall()
 
 
 def copy_rows(
@@ -95,9 +171,15 @@ def copy_text(
     ending in a newline, values escaped with :func:`escape`). Return the row count.
 
     Sending a chunk while the next one is formatted lets PostgreSQL parse and index on one core
-    while Python formats on another."""
+    while Python formats on another. That needs each chunk on the wire when written: psycopg's
+    default writer keeps up to 1 MB in libpq's buffer (a whole week), so this one flushes every
+    chunk (``flush_threshold=0``); chunks of a few hundred rows fit the socket buffer, so the
+    flush rarely waits."""
     count = 0
-    with driver_connection(conn).cursor() as cursor, cursor.copy(copy_statement(table, columns)) as copy:
+    with (
+        driver_connection(conn).cursor() as cursor,
+        cursor.copy(copy_statement(table, columns), writer=LibpqWriter(cursor, flush_threshold=0)) as copy,
+    ):
         for rows, text in chunks:
             copy.write(text)
             count += rows

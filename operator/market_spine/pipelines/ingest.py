@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, time
 from hashlib import sha256
 
-from sqlalchemy import delete
-
 from market_spine.config import load_settings
 from market_spine.core.partitions import capture_day, capture_id
 from market_spine.core.stages import INGEST, Stage
@@ -34,13 +32,13 @@ from market_spine.finra.files import (
     weekly_from_records,
 )
 from market_spine.pipelines.copy import copy_text, escape, needs_escape
-from market_spine.pipelines.manifest import lock_capture, upsert_manifest
+from market_spine.pipelines.manifest import replace_capture, upsert_manifest
 from market_spine.pipelines.registry import RunContext, StageResult, register
 
 SOURCE_API = "finra-api"
-# Rows per COPY chunk: big enough that per-chunk overhead vanishes, small enough that PostgreSQL
-# starts on the first chunk while the rest is formatted.
-CHUNK_ROWS = 2_000
+# Rows per COPY chunk (~90 kB): big enough that per-chunk overhead vanishes, small enough to fit
+# the socket's buffer, so PostgreSQL stores one chunk while the next is formatted.
+CHUNK_ROWS = 250
 PIPES = FIELD_COUNT - 1
 SOURCE_FILE = "file"
 
@@ -144,12 +142,7 @@ def ingest_week(ctx: RunContext) -> StageResult:
     constants = (capture, captured_at.isoformat(), ctx.execution_id, ctx.week_ending.isoformat(), ctx.tier.value)
     prefix = "".join(f"{escape(value)}\t" for value in (*constants, data.source))
     with ctx.engine.begin() as conn:
-        lock_capture(conn, capture)
-        conn.execute(
-            delete(raw).where(
-                raw.c.week_ending == ctx.week_ending, raw.c.tier == ctx.tier.value, raw.c.capture_id == capture
-            )
-        )
+        replace_capture(conn, ctx.week_ending, ctx.tier, capture, [(raw, {})])
         count = copy_text(conn, raw, RAW_COLUMNS, raw_copy_chunks(prefix, data), progress=ctx.progress)
         upsert_manifest(
             conn,

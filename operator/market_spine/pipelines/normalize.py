@@ -2,7 +2,9 @@
 or rejects with a reason (stage NORMALIZED).
 
 Called through the registry by ``services.runs``. Reads the capture named by
-``ctx.params["capture_id"]``, else the partition's latest RAW capture. Every raw row ends up in
+``ctx.params["capture_id"]``, else the partition's latest RAW capture. The capture's raw rows are
+read as COPY text and the normalized rows written as COPY text, so a clean row goes from one to
+the other with a few string operations; the rules below are :class:`RowValidator`'s. Every raw row ends up in
 exactly one of ``normalized`` and ``rejects`` (normalized + rejects = raw): nothing is dropped
 silently, and a bad row never aborts the batch. Rules, first failure wins:
 
@@ -17,18 +19,16 @@ silently, and a bad row never aborts the batch. Rules, first failure wins:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import cast
-
-from sqlalchemy import delete, select
 
 from market_spine.core.partitions import Tier, UnknownTier, parse_tier
 from market_spine.core.stages import NORMALIZE, Stage
 from market_spine.db.schema import normalized, raw, rejects
 from market_spine.finra.files import HEADER
-from market_spine.pipelines.copy import copy_rows
-from market_spine.pipelines.manifest import lock_capture, resolve_raw_capture, upsert_manifest
+from market_spine.pipelines.copy import copy_out, copy_rows, copy_text, escape, unescape
+from market_spine.pipelines.manifest import Replaced, open_capture, upsert_manifest
 from market_spine.pipelines.registry import RunContext, StageResult, register
 
 NORMALIZED_COLUMNS: tuple[str, ...] = (
@@ -68,8 +68,12 @@ RAW_FIELDS = (
     raw.c.total_weekly_trade_count,
     raw.c.last_update_date,
 )
+RAW_READ_COLUMNS: tuple[str, ...] = ("line_number", "record_hash", *(column.name for column in RAW_FIELDS))
+WIDTH = len(RAW_READ_COLUMNS)
 BIGINT_MAX = 2**63 - 1
 SAFE_DIGITS = 18  # any number of at most 18 digits fits a BIGINT: no range check needed
+CHUNK_ROWS = 250  # rows per COPY chunk (~70 kB): PostgreSQL stores one while the next is judged
+NULL = "\\N"
 
 
 def _count_error(name: str, value: str) -> str | None:
@@ -152,29 +156,42 @@ def _strip(value: str | None) -> str | None:
     return value or None
 
 
-@register(NORMALIZE, Stage.NORMALIZED, "Validate raw rows into normalized rows; bad rows go to rejects")
-def normalize_week(ctx: RunContext) -> StageResult:
-    week_text, tier_text = ctx.week_ending.isoformat(), ctx.tier.value
-    validator = RowValidator(ctx.week_ending, ctx.tier)
-    good: list[tuple[str | None, ...]] = []
-    bad: list[tuple[str | None, ...]] = []
-    with ctx.engine.begin() as conn:
-        capture = resolve_raw_capture(conn, ctx.week_ending, ctx.tier, ctx.params.get("capture_id"))
-        cid = capture.capture_id
-        lock_capture(conn, cid)
-        prefix = (cid, capture.captured_at.isoformat(), ctx.execution_id, week_text, tier_text)
-        rows = conn.execute(
-            select(raw.c.line_number, raw.c.record_hash, *RAW_FIELDS)
-            # No ORDER BY: every row carries its line number, and sorting is a third of the read.
-            .where(raw.c.week_ending == ctx.week_ending, raw.c.tier == tier_text, raw.c.capture_id == cid)
-        )
-        tier_ok = validator.tier_ok
+def _text(value: str | None) -> str:
+    return NULL if value is None else escape(value)
+
+
+class _Normalizer:
+    """One capture's raw rows (as :func:`copy_out` text) → normalized COPY lines and reject rows."""
+
+    def __init__(self, ctx: RunContext, prefix: tuple[str, ...]) -> None:
+        self.week_text = ctx.week_ending.isoformat()
+        self.validator = RowValidator(ctx.week_ending, ctx.tier)
+        self.prefix = prefix
+        self.line_prefix = "".join(f"{_text(value)}\t" for value in prefix)
+        self.rejects: list[tuple[str | None, ...]] = []
+
+    def chunks(self, text: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, str]]:
+        """The normalized rows in COPY text format, ``chunk_rows`` raw rows at a time (a chunk
+        is sent while the next is judged); rejects are collected in :attr:`rejects`."""
+        # Tabs and newlines inside values are escaped, so one split cuts every row into its fields.
+        fields = text.replace("\n", "\t").split("\t")
+        fields.pop()  # after the last newline
+        rows = list(zip(*[iter(fields)] * WIDTH, strict=True))
+        escaped = "\\" in text  # else no value is NULL or needs (un)escaping: fields are values
+        for start in range(0, len(rows), chunk_rows):
+            lines = self._lines(rows[start : start + chunk_rows], escaped)
+            yield len(lines), "".join(lines)
+
+    def _lines(self, rows: Sequence[tuple[str, ...]], escaped: bool) -> list[str]:
+        week_text, prefix, tier_ok = self.week_text, self.line_prefix, self.validator.tier_ok
+        out: list[str] = []
+        append = out.append
         for row in rows:
             line_number, record_hash, tier_t, symbol_t, name, participant, mpid_t, shares_t, trades_t, week_t = row
-            # Fast path: a clean row (nearly all of them) is decided by a few string tests; anything
-            # unusual goes through the full checks, which also say why a row is rejected. A short
-            # row lacks its trailing fields, lastUpdateDate first, so the week test also guards
-            # every later test against a missing (NULL) field.
+            # Fast path: a clean row (nearly all of them) is decided by a few string tests and
+            # written from its fields as read (they need no escaping: the text has no backslash);
+            # anything unusual, or any row holding an escape or a NULL (\N), goes through the full
+            # checks on its decoded values, which also say why a row is rejected.
             if (
                 week_t == week_text
                 and tier_ok(tier_t)
@@ -184,34 +201,50 @@ def normalize_week(ctx: RunContext) -> StageResult:
                 and trades_t.isdigit()
                 and trades_t.isascii()
                 and len(trades_t) <= SAFE_DIGITS
+                and not (escaped and "\\" in "".join(row))
             ):
                 symbol, mpid = symbol_t.strip().upper(), mpid_t.strip().upper()
                 if symbol and mpid:
-                    good.append(
-                        (*prefix, str(line_number), record_hash, symbol, name.strip() or None, mpid,
-                         participant.strip() or None, shares_t, trades_t)
-                    )  # fmt: skip
+                    append(
+                        f"{prefix}{line_number}\t{record_hash}\t{symbol}\t{name.strip() or NULL}\t{mpid}\t"
+                        f"{participant.strip() or NULL}\t{shares_t}\t{trades_t}\n"
+                    )
                     continue
-            fields = row[2:]
-            verdict = validator.check(fields)
-            if isinstance(verdict, str):
-                record = json.dumps(dict(zip(HEADER, fields, strict=True)), ensure_ascii=False)
-                bad.append((*prefix, Stage.NORMALIZED.value, str(line_number), verdict, record))
-                continue
-            symbol, mpid, shares, trades = verdict
-            good.append(
-                (*prefix, str(line_number), record_hash, symbol, _strip(name), mpid, _strip(participant),
-                 str(shares), str(trades))
-            )  # fmt: skip
-        for table, condition in (
-            (normalized, normalized.c.capture_id == cid),
-            (rejects, (rejects.c.capture_id == cid) & (rejects.c.stage == Stage.NORMALIZED.value)),
-        ):
-            conn.execute(
-                delete(table).where(table.c.week_ending == ctx.week_ending, table.c.tier == tier_text, condition)
-            )
-        count = copy_rows(conn, normalized, NORMALIZED_COLUMNS, good, progress=ctx.progress)
-        copy_rows(conn, rejects, REJECT_COLUMNS, bad)
+            line = self._slow(row)
+            if line is not None:
+                append(line)
+        return out
+
+    def _slow(self, row: tuple[str, ...]) -> str | None:
+        """The full checks: a normalized line for a good row, else ``None`` and a reject."""
+        line_number, record_hash = row[0], row[1]
+        fields = [unescape(value) for value in row[2:]]
+        verdict = self.validator.check(fields)
+        if isinstance(verdict, str):
+            record = json.dumps(dict(zip(HEADER, fields, strict=True)), ensure_ascii=False)
+            self.rejects.append((*self.prefix, Stage.NORMALIZED.value, line_number, verdict, record))
+            return None
+        symbol, mpid, shares, trades = verdict
+        _, _, name, participant, *_ = fields
+        values = "\t".join(map(_text, (symbol, _strip(name), mpid, _strip(participant))))
+        return f"{self.line_prefix}{line_number}\t{record_hash}\t{values}\t{shares}\t{trades}\n"
+
+
+@register(NORMALIZE, Stage.NORMALIZED, "Validate raw rows into normalized rows; bad rows go to rejects")
+def normalize_week(ctx: RunContext) -> StageResult:
+    tier_text = ctx.tier.value
+    with ctx.engine.begin() as conn:
+        replaced: list[Replaced] = [(normalized, {}), (rejects, {"stage": Stage.NORMALIZED.value})]
+        capture = open_capture(conn, ctx.week_ending, ctx.tier, ctx.params.get("capture_id"), replaced)
+        cid = capture.capture_id
+        prefix = (cid, capture.captured_at.isoformat(), ctx.execution_id, ctx.week_ending.isoformat(), tier_text)
+        # No ORDER BY: every row carries its line number, and sorting is a third of the read.
+        partition = {"week_ending": ctx.week_ending, "tier": tier_text, "capture_id": cid}
+        text = copy_out(conn, raw, RAW_READ_COLUMNS, partition)
+        normalizer = _Normalizer(ctx, prefix)
+        count = copy_text(conn, normalized, NORMALIZED_COLUMNS, normalizer.chunks(text), progress=ctx.progress)
+        if normalizer.rejects:
+            copy_rows(conn, rejects, REJECT_COLUMNS, normalizer.rejects)
         upsert_manifest(
             conn,
             stage=Stage.NORMALIZED,
@@ -222,4 +255,4 @@ def normalize_week(ctx: RunContext) -> StageResult:
             execution_id=ctx.execution_id,
             updated_at=ctx.now,
         )
-    return StageResult(Stage.NORMALIZED, cid, count, rejected=len(bad))
+    return StageResult(Stage.NORMALIZED, cid, count, rejected=len(normalizer.rejects))

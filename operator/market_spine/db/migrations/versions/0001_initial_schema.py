@@ -190,22 +190,11 @@ def upgrade() -> None:
         sa.Column("total_weekly_trade_count", sa.Text(), nullable=True),
         sa.Column("last_update_date", sa.Text(), nullable=True),
     )
+    # Raw has one index: capture look-ups and the latest view/query (see db/schema.py).
     op.create_index(
-        "ix_finra_otc_transparency_raw_capture",
+        "ix_finra_otc_transparency_raw_latest_capture",
         "finra_otc_transparency_raw",
-        ["week_ending", "tier", "capture_id"],
-        unique=False,
-    )
-    op.create_index(
-        "ix_finra_otc_transparency_raw_latest",
-        "finra_otc_transparency_raw",
-        ["week_ending", "tier", sa.literal_column("captured_at DESC")],
-        unique=False,
-    )
-    op.create_index(
-        "ix_finra_otc_transparency_raw_symbol",
-        "finra_otc_transparency_raw",
-        ["issue_symbol_identifier", "week_ending", "tier"],
+        ["week_ending", "tier", sa.literal_column("captured_at DESC"), sa.literal_column("capture_id DESC")],
         unique=False,
     )
     op.create_table(
@@ -397,9 +386,7 @@ def downgrade() -> None:
     op.drop_table("finra_otc_transparency_symbol_hhi")
     op.drop_index("ix_finra_otc_transparency_rejects_capture", table_name="finra_otc_transparency_rejects")
     op.drop_table("finra_otc_transparency_rejects")
-    op.drop_index("ix_finra_otc_transparency_raw_symbol", table_name="finra_otc_transparency_raw")
-    op.drop_index("ix_finra_otc_transparency_raw_latest", table_name="finra_otc_transparency_raw")
-    op.drop_index("ix_finra_otc_transparency_raw_capture", table_name="finra_otc_transparency_raw")
+    op.drop_index("ix_finra_otc_transparency_raw_latest_capture", table_name="finra_otc_transparency_raw")
     op.drop_table("finra_otc_transparency_raw")
     op.drop_index("ix_finra_otc_transparency_normalized_symbol", table_name="finra_otc_transparency_normalized")
     op.drop_index("ix_finra_otc_transparency_normalized_latest", table_name="finra_otc_transparency_normalized")
