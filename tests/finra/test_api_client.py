@@ -9,14 +9,8 @@ Retry-After, 500s, 4xx) ahead of the normal answers. Sleeps are recorded, never 
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,128 +25,10 @@ from market_spine.finra.api import FinraApiClient, TokenBucket
 from market_spine.finra.files import HEADER, weekly_from_records
 from market_spine.finra.sample import render_records, sample_records
 from tests.pipelines.helpers import NOW, count, run
+from tests.support.finra_api import DATA_PATH, TOKEN_PATH, Answer, FinraApi, finra_shaped
 
 WEEK = date(2025, 12, 15)
 TIER = Tier.NMS_TIER_1
-DATA_PATH = "/data/group/otcMarket/name/weeklySummary"
-TOKEN_PATH = "/oauth2/token"
-
-
-def finra_shaped(records: list[dict[str, str]], tier_id: str = "T1") -> list[dict[str, Any]]:
-    """Sample rows as FINRA's API returns them: numbers as numbers, plus FINRA's extra fields."""
-    out: list[dict[str, Any]] = []
-    for record in records:
-        out.append(
-            {
-                **record,
-                "totalWeeklyShareQuantity": int(record["totalWeeklyShareQuantity"]),
-                "totalWeeklyTradeCount": int(record["totalWeeklyTradeCount"]),
-                "tierIdentifier": tier_id,
-                "summaryTypeCode": "ATS_W_SMBL_FIRM",
-                "weekStartDate": "2025-12-01",
-                "productTypeCode": "EQUITY",
-            }
-        )
-    return out
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: Any = None
-
-
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-class FakeFinra:
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.script: list[Answer] = []  # answered first, one per data request
-        self.requests: list[Seen] = []
-        self.max_page: int | None = None  # a server-side page cap below the client's limit
-        self.send_total = True
-        self.credentials: tuple[str, str] | None = None  # when set, data requests need a bearer token
-        self.token = "token-abc"
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def data_requests(self) -> list[Seen]:
-        return [r for r in self.requests if r.path == DATA_PATH]
-
-    def _answer(self, path: str, headers: dict[str, str], body: Any) -> Answer:
-        with self._lock:
-            self.requests.append(Seen(path, headers, body))
-            if path == TOKEN_PATH:
-                assert self.credentials is not None
-                expected = base64.b64encode(":".join(self.credentials).encode()).decode()
-                if headers.get("authorization") != f"Basic {expected}":
-                    return Answer(401, body={"error": "invalid_client"})
-                return Answer(200, body={"access_token": self.token, "token_type": "bearer", "expires_in": 1800})
-            if path != DATA_PATH:
-                return Answer(404, body={"message": f"no dataset at {path}"})
-            if self.script:
-                return self.script.pop(0)
-            if self.credentials and headers.get("authorization") != f"Bearer {self.token}":
-                return Answer(401, body={"message": "Invalid or missing token"})
-        wanted = {f["fieldName"]: f["fieldValue"] for f in body.get("compareFilters", [])}
-        matching = [r for r in self.records if all(str(r.get(k)) == v for k, v in wanted.items())]
-        limit = int(body.get("limit", 5000))
-        if self.max_page is not None:
-            limit = min(limit, self.max_page)
-        offset = int(body.get("offset", 0))
-        page_headers = {"Record-Total": str(len(matching))} if self.send_total else {}
-        return Answer(200, page_headers, matching[offset : offset + limit])
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                raw_body = self.rfile.read(length) if length else b""
-                body = json.loads(raw_body) if raw_body.startswith(b"{") else {}
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                answer = fake._answer(self.path.split("?")[0], headers, body)
-                payload = b"" if answer.body is None else json.dumps(answer.body).encode()
-                self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json")
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        return Handler
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def finra() -> Iterator[FakeFinra]:
-    server = FakeFinra()
-    server.start()
-    yield server
-    server.stop()
 
 
 class Sleeps(list[float]):
@@ -172,7 +48,7 @@ def _records(symbols: int = 8) -> list[dict[str, Any]]:
 # --- pagination -------------------------------------------------------------------------------------
 
 
-def test_pages_by_offset_until_record_total(finra: FakeFinra) -> None:
+def test_pages_by_offset_until_record_total(finra: FinraApi) -> None:
     finra.records = _records(symbols=8)
     total = len(finra.records)
     assert total > 10
@@ -196,7 +72,7 @@ def test_pages_by_offset_until_record_total(finra: FakeFinra) -> None:
     assert week.line_numbers == list(range(1, len(got) + 1))
 
 
-def test_keeps_paging_when_the_server_caps_pages_below_the_limit(finra: FakeFinra) -> None:
+def test_keeps_paging_when_the_server_caps_pages_below_the_limit(finra: FinraApi) -> None:
     finra.records = _records(symbols=8)
     finra.max_page = 4
     with client(finra.url, Sleeps(), page_size=50) as api:
@@ -205,7 +81,7 @@ def test_keeps_paging_when_the_server_caps_pages_below_the_limit(finra: FakeFinr
     assert [r.body["offset"] for r in finra.data_requests()] == list(range(0, len(finra.records), 4))
 
 
-def test_without_record_total_a_short_page_is_the_last(finra: FakeFinra) -> None:
+def test_without_record_total_a_short_page_is_the_last(finra: FinraApi) -> None:
     finra.records = _records(symbols=4)
     finra.send_total = False
     size = len(finra.records) - 1
@@ -215,7 +91,7 @@ def test_without_record_total_a_short_page_is_the_last(finra: FakeFinra) -> None
     assert [r.body["offset"] for r in finra.data_requests()] == [0, size]
 
 
-def test_filters_select_the_tier_and_aggregates_are_skipped(finra: FakeFinra) -> None:
+def test_filters_select_the_tier_and_aggregates_are_skipped(finra: FinraApi) -> None:
     ours = _records(symbols=3)
     other_tier = finra_shaped(sample_records(WEEK, Tier.NMS_TIER_2, symbols=3, seed=2), tier_id="T2")
     aggregate = {**ours[0], "MPID": "", "summaryTypeCode": "ATS_W_SMBL"}
@@ -224,7 +100,7 @@ def test_filters_select_the_tier_and_aggregates_are_skipped(finra: FakeFinra) ->
         assert api.weekly_summary(WEEK, TIER) == ours
 
 
-def test_empty_body_means_no_rows(finra: FakeFinra) -> None:
+def test_empty_body_means_no_rows(finra: FinraApi) -> None:
     finra.script = [Answer(200, body=None)]
     with client(finra.url, Sleeps()) as api:
         assert api.weekly_summary(WEEK, TIER) == []
@@ -233,7 +109,7 @@ def test_empty_body_means_no_rows(finra: FakeFinra) -> None:
 # --- retries ----------------------------------------------------------------------------------------
 
 
-def test_429_waits_as_told_by_retry_after_then_succeeds(finra: FakeFinra) -> None:
+def test_429_waits_as_told_by_retry_after_then_succeeds(finra: FinraApi) -> None:
     finra.records = _records(symbols=3)
     finra.script = [Answer(429, {"Retry-After": "7"}, {"message": "Rate limit exceeded"})]
     sleeps = Sleeps()
@@ -243,7 +119,7 @@ def test_429_waits_as_told_by_retry_after_then_succeeds(finra: FakeFinra) -> Non
     assert len(finra.data_requests()) == 2
 
 
-def test_5xx_backs_off_exponentially_then_succeeds(finra: FakeFinra) -> None:
+def test_5xx_backs_off_exponentially_then_succeeds(finra: FinraApi) -> None:
     finra.records = _records(symbols=3)
     finra.script = [Answer(503, body={"message": "busy"}), Answer(502, body=None)]
     sleeps = Sleeps()
@@ -252,7 +128,7 @@ def test_5xx_backs_off_exponentially_then_succeeds(finra: FakeFinra) -> None:
     assert sleeps == [1.5, 3.0]
 
 
-def test_500_three_times_is_source_unavailable_with_a_clear_message(finra: FakeFinra) -> None:
+def test_500_three_times_is_source_unavailable_with_a_clear_message(finra: FinraApi) -> None:
     finra.script = [Answer(500, body={"message": "Internal Server Error"}) for _ in range(3)]
     sleeps = Sleeps()
     with client(finra.url, sleeps, retries=3) as api, pytest.raises(SourceUnavailable) as failure:
@@ -265,13 +141,13 @@ def test_500_three_times_is_source_unavailable_with_a_clear_message(finra: FakeF
     assert sleeps == [1.0, 2.0]  # no sleep after the last attempt
 
 
-def test_mixed_failures_list_every_answer(finra: FakeFinra) -> None:
+def test_mixed_failures_list_every_answer(finra: FinraApi) -> None:
     finra.script = [Answer(503), Answer(429, {"Retry-After": "0"}), Answer(500, body={"message": "boom"})]
     with client(finra.url, Sleeps()) as api, pytest.raises(SourceUnavailable, match=r"answers: 503, 429, 500\): boom"):
         api.weekly_summary(WEEK, TIER)
 
 
-def test_retry_after_beyond_the_limit_gives_up_at_once(finra: FakeFinra) -> None:
+def test_retry_after_beyond_the_limit_gives_up_at_once(finra: FinraApi) -> None:
     finra.script = [Answer(429, {"Retry-After": "3600"}, {"message": "quota"})]
     sleeps = Sleeps()
     with client(finra.url, sleeps) as api, pytest.raises(SourceUnavailable, match="asked to retry after 3600 s"):
@@ -295,7 +171,7 @@ def test_unreachable_api_is_source_unavailable_after_retries() -> None:
     ("status", "error"),
     [(400, UsageError), (404, UsageError), (403, SourceUnavailable)],
 )
-def test_other_4xx_fail_at_once_with_finras_message(finra: FakeFinra, status: int, error: type[Exception]) -> None:
+def test_other_4xx_fail_at_once_with_finras_message(finra: FinraApi, status: int, error: type[Exception]) -> None:
     finra.script = [Answer(status, body={"message": f"Field 'tierIdentifier' rejected ({status})"})]
     with client(finra.url, Sleeps()) as api, pytest.raises(error) as failure:
         api.weekly_summary(WEEK, TIER)
@@ -331,7 +207,7 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert clock.sleeps == [0.5, 0.5, 0.5, 0.5]
 
 
-def test_client_requests_are_rate_limited(finra: FakeFinra) -> None:
+def test_client_requests_are_rate_limited(finra: FinraApi) -> None:
     finra.records = _records(symbols=8)
     clock = FakeClock()
     pages = -(-len(finra.records) // 4)
@@ -341,7 +217,7 @@ def test_client_requests_are_rate_limited(finra: FakeFinra) -> None:
     assert clock.sleeps == [0.5] * (pages - 2)
 
 
-def test_oauth_client_credentials_are_used_when_configured(finra: FakeFinra) -> None:
+def test_oauth_client_credentials_are_used_when_configured(finra: FinraApi) -> None:
     finra.records = _records(symbols=8)
     finra.credentials = ("spine-client", "s3cret")
     with client(
@@ -358,7 +234,7 @@ def test_oauth_client_credentials_are_used_when_configured(finra: FakeFinra) -> 
     assert {r.headers["authorization"] for r in finra.data_requests()} == {"Bearer token-abc"}
 
 
-def test_without_credentials_no_token_is_requested(finra: FakeFinra) -> None:
+def test_without_credentials_no_token_is_requested(finra: FinraApi) -> None:
     finra.records = _records(symbols=2)
     with client(finra.url, Sleeps()) as api:
         api.weekly_summary(WEEK, TIER)
@@ -370,7 +246,7 @@ def test_without_credentials_no_token_is_requested(finra: FakeFinra) -> None:
 
 
 @pytest.fixture
-def api_env(finra: FakeFinra, monkeypatch: pytest.MonkeyPatch) -> FakeFinra:
+def api_env(finra: FinraApi, monkeypatch: pytest.MonkeyPatch) -> FinraApi:
     monkeypatch.setenv("SPINE_FINRA_API_URL", finra.url)
     monkeypatch.setenv("SPINE_FINRA_API_RATE_PER_SECOND", "1000")
     monkeypatch.setenv("SPINE_FINRA_API_BACKOFF_SECONDS", "0")
@@ -378,7 +254,7 @@ def api_env(finra: FakeFinra, monkeypatch: pytest.MonkeyPatch) -> FakeFinra:
     return finra
 
 
-def test_ingest_from_the_api_writes_the_weeks_rows(engine: Engine, api_env: FakeFinra, tmp_path: Path) -> None:
+def test_ingest_from_the_api_writes_the_weeks_rows(engine: Engine, api_env: FinraApi, tmp_path: Path) -> None:
     plain = sample_records(WEEK, TIER, symbols=60, seed=9)
     api_env.records = finra_shaped(plain)
     api_env.max_page = 40  # FINRA-like cap: the week arrives in several pages
@@ -415,7 +291,7 @@ def test_ingest_from_the_api_writes_the_weeks_rows(engine: Engine, api_env: Fake
     assert len(set(hashes[result.capture_id])) == len(plain)
 
 
-def test_ingest_from_a_failing_api_writes_nothing(engine: Engine, api_env: FakeFinra) -> None:
+def test_ingest_from_a_failing_api_writes_nothing(engine: Engine, api_env: FinraApi) -> None:
     api_env.records = finra_shaped(sample_records(WEEK, TIER, symbols=5, seed=9))
     api_env.script = [Answer(500, body={"message": "Internal Server Error"}) for _ in range(3)]
     with pytest.raises(SourceUnavailable, match="FINRA API answered 500 three times for otcMarket/weeklySummary"):
@@ -424,7 +300,7 @@ def test_ingest_from_a_failing_api_writes_nothing(engine: Engine, api_env: FakeF
     assert count(engine, core_manifest) == 0
 
 
-def test_ingest_of_an_unpublished_week_is_source_unavailable(engine: Engine, api_env: FakeFinra) -> None:
+def test_ingest_of_an_unpublished_week_is_source_unavailable(engine: Engine, api_env: FinraApi) -> None:
     api_env.records = []
     with pytest.raises(SourceUnavailable, match="FINRA API has no rows for week 2025-12-15 tier NMS_TIER_1"):
         run(engine, INGEST, WEEK, TIER, params={"source": "finra-api"})
