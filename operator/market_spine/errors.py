@@ -1,7 +1,9 @@
 """Errors a user can act on. Every entry point turns a :class:`SpineError` into one line, no traceback.
 
 Each subclass carries the CLI exit code that fits it, so ``spine`` and the pipeline container
-report the same failure the same way.
+report the same failure the same way, and whether another attempt could succeed: the local
+worker reads ``retryable`` from the exception, the operator reads :data:`PERMANENT_EXIT_CODES`
+from the Job's exit code. Both decide from this one table.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ class SpineError(Exception):
     """Base of expected, user-facing failures."""
 
     exit_code = 1
+    retryable = True
 
 
 class UsageError(SpineError):
     """Bad arguments: an unknown pipeline or tier, a malformed date."""
 
     exit_code = 2
+    retryable = False
 
 
 class DatabaseUnavailable(SpineError):
@@ -35,6 +39,7 @@ class InputFileError(SpineError):
     """A source file cannot be used at all (bad header, wrong week); nothing was written."""
 
     exit_code = 4
+    retryable = False
 
 
 class SourceUnavailable(SpineError):
@@ -47,3 +52,11 @@ class NotFound(SpineError):
     """A work item, capture or partition that does not exist."""
 
     exit_code = 6
+
+
+def _all_errors(cls: type[SpineError]) -> list[type[SpineError]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _all_errors(child))]
+
+
+# Exit codes of failures that no retry can fix: a Job that ends with one goes straight to FAILED.
+PERMANENT_EXIT_CODES: frozenset[int] = frozenset(e.exit_code for e in _all_errors(SpineError) if not e.retryable)

@@ -273,3 +273,16 @@ def test_generated_tiers_run_end_to_end_through_the_queue(spine: Spine, tmp_path
     assert result.code == 0
     states = {i["pipeline"]: i["state"] for i in _items(spine)}
     assert states == {INGEST: "COMPLETE", NORMALIZE: "COMPLETE", "finra.otc_transparency.compute_week": "COMPLETE"}
+
+
+def test_a_file_no_attempt_can_fix_fails_at_once_with_its_reason(spine: Spine, tmp_path: Path) -> None:
+    path = write_sample_week(tmp_path / "w.csv", date(2025, 12, 8), Tier.OTC, symbols=5, seed=1)  # wrong week
+    assert (
+        spine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(path)).code == 0
+    )
+    assert spine("worker", "--until-idle").code == 0
+    item = _item(spine)
+    assert item["state"] == "FAILED"
+    assert item["attempts"] == "1/3"  # no retries spent on a file that will not change
+    assert str(item["last_error"]).startswith("InputFileError: ")
+    assert "2025-12-08" in str(item["last_error"])

@@ -25,14 +25,12 @@ from market_spine.core.states import Event, WorkState, transition
 from market_spine.core.workitem import FinraPartition, WorkItemSpec
 from market_spine.db import workitems as repo
 from market_spine.db.engine import first_line
-from market_spine.errors import InputFileError, UsageError
+from market_spine.errors import SpineError
 from market_spine.services.runs import downstream_params, run_stage
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
-# Failures that another attempt cannot fix: the item goes straight to FAILED for a human.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (UsageError, InputFileError)
 
 
 @dataclass
@@ -199,7 +197,8 @@ class Worker:
     def _fail(self, record: repo.WorkItemRecord, execution_id: str, exc: Exception) -> AttemptOutcome:
         now = self.clock()
         error = f"{type(exc).__name__}: {first_line(exc)}"
-        permanent = isinstance(exc, PERMANENT_ERRORS)
+        # A failure another attempt cannot fix (a bad file, an unknown pipeline) goes straight to FAILED.
+        permanent = isinstance(exc, SpineError) and not exc.retryable
         decision = decide_after_failure(
             attempts=record.attempt_count,
             max_attempts=record.max_attempts,
