@@ -84,6 +84,8 @@ class ResourceRequirements(BaseModel):
 class WorkItemResourceSpec(WorkItemSpec):
     """``spec`` of a SpineWorkItem: the shared work-item spec plus the Kubernetes-only fields."""
 
+    # Bounded like every string the API server stores (and CEL rules compare).
+    pipeline: str = Field(min_length=1, max_length=253)
     cancel: bool = False
     retry_request: int = Field(0, alias="retryRequest", ge=0)
     image: str | None = Field(None, min_length=1, max_length=512)
@@ -95,11 +97,14 @@ class WorkItemResourceSpec(WorkItemSpec):
         unknown = sorted(set(value) - set(PARAM_FLAGS))
         if unknown:
             raise ValueError(
-                f"params key(s) {', '.join(unknown)} not understood by `spine run`; "
-                f"use {', '.join(PARAM_FLAGS)}"
+                f"params key(s) {', '.join(unknown)} not understood by `spine run`; use {', '.join(PARAM_FLAGS)}"
             )
         if len(value) > MAX_PARAMS:
             raise ValueError(f"at most {MAX_PARAMS} params")
+        if sum(k in value for k in ("file", "url", "source")) > 1:
+            raise ValueError("params may name one data source: file, url or source, not several")
+        if value.get("source", "finra-api") != "finra-api":
+            raise ValueError("params.source must be finra-api")
         return value
 
     def to_manifest_spec(self) -> dict[str, Any]:
@@ -159,8 +164,13 @@ class WorkItemStatus(BaseModel):
 
     def to_manifest_status(self) -> dict[str, Any]:
         """The status as the operator writes it: camelCase, and ``None`` for every unset optional
-        field, so a merge patch removes what a previous state had set (e.g. ``nextAttemptAt``)."""
-        return self.model_dump(mode="json", by_alias=True)
+        field, so a merge patch removes what a previous state had set (e.g. ``nextAttemptAt``).
+        Inside lists (conditions, history) unset fields are left out: lists are replaced whole by
+        a merge patch, and a ``null`` there would be stored, not removed."""
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for name, field in type(self).model_fields.items():
+            body.setdefault(field.alias or name, None)
+        return body
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type is kind), None)

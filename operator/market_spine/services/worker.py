@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-
 @dataclass
 class AttemptOutcome:
     item_id: int

@@ -1,0 +1,662 @@
+"""The reconciler: turns the pure planner's decisions into Jobs, status writes, Events and rows.
+
+Called by the Kopf handlers (``operator.handlers``), which only feed it: the watch events of
+SpineWorkItems and of their Jobs add the item's key to a :class:`~.queueing.WorkQueue`, and a few
+workers reconcile keys one at a time per item. Reconciling an item means:
+
+1. read its latest state (Kopf's index of the watch stream, or this operator's own newer write),
+   and the Job of its current attempt (the Jobs index, or a GET to be sure before calling it gone);
+2. ask a concurrency slot if it is due to start (``queueing.Admission``);
+3. call ``core.reconcile.plan`` (pure: states, backoff, timeouts, conditions, events);
+4. carry the plan out, in an order that is safe to interrupt anywhere: delete a Job (cancel or
+   stuck), create the attempt's Job (deterministic name: ``409`` means adopt), create or re-run the
+   chained item, and only then write the status — as a merge patch carrying the
+   ``resourceVersion`` it was planned from, so the API server refuses it (``409 Conflict``) if
+   anyone changed the object meanwhile (a user, or a second operator replica). On a conflict
+   nothing else happens: the item is re-read and planned again;
+5. after the write: post the Events, queue the database mirror, update metrics, and schedule the
+   next wake-up (a backoff, ``desiredAt``, the pod-start timeout).
+
+A crash between any two steps is repaired by planning again: the Job name is the same, creation
+answers 409 and is adopted, the chained item exists, and the status write happens then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from pydantic import ValidationError
+
+from market_spine.config import Settings
+from market_spine.core import reconcile as core
+from market_spine.core.resource import (
+    ANNOTATION_UPSTREAM_EXECUTION,
+    PARAM_FLAGS,
+    AttemptOutcome,
+    AttemptRecord,
+    WorkItemResourceSpec,
+    WorkItemStatus,
+    manifest,
+)
+from market_spine.core.stages import next_pipeline
+from market_spine.core.states import WorkState, is_terminal
+from market_spine.core.workitem import WorkItemSpec
+from market_spine.kube import client as kube
+from market_spine.kube.events import event_manifest
+from market_spine.kube.jobs import JobView, build_job, job_view, observe, pod_outcome, reported_capture
+from market_spine.operator.dbsync import DbSync, MirrorUpdate, execution_from
+from market_spine.operator.metrics import Metrics
+from market_spine.operator.queueing import Admission, Order, WorkQueue
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+Clock = Callable[[], datetime]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """What the operator keeps in memory about one SpineWorkItem (Kopf's index holds these)."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    created: str
+    deleting: bool
+    spec: WorkItemResourceSpec | None
+    spec_error: str | None
+    status: WorkItemStatus
+
+    @property
+    def key(self) -> Key:
+        return self.namespace, self.name
+
+    @property
+    def state(self) -> WorkState | None:
+        return self.status.state
+
+
+def item_view(body: Mapping[str, Any]) -> ItemView:
+    """Parse a SpineWorkItem; never raises (a bad spec is kept as ``spec_error`` and ends in FAILED)."""
+    meta = body.get("metadata") or {}
+    spec: WorkItemResourceSpec | None = None
+    error: str | None = None
+    try:
+        spec = WorkItemResourceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        error = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    try:
+        status = WorkItemStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = WorkItemStatus()  # unreadable status (not written by us): start over from PENDING
+    return ItemView(
+        namespace=str(meta.get("namespace")),
+        name=str(meta.get("name")),
+        uid=str(meta.get("uid") or ""),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        generation=int(meta.get("generation") or 0),
+        created=str(meta.get("creationTimestamp") or ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+        spec=spec,
+        spec_error=error,
+        status=status,
+    )
+
+
+def _newer(a: str, b: str) -> bool:
+    """Is resourceVersion ``a`` newer than ``b``? (Only comparable when both are integers, as
+    etcd revisions are; otherwise trust the watch stream.)"""
+    return a.isdigit() and b.isdigit() and int(a) > int(b)
+
+
+class _JobNameTaken(kube.KubeError):
+    """The attempt's Job name is held by a Job of an older work item of the same name."""
+
+
+@dataclass
+class ReconcilerOptions:
+    workers: int = 8
+    tick: float = 1.0  # how often the wake-up timer looks at the clock (seconds)
+    # One poster keeps each item's Events in the order of its transitions.
+    event_workers: int = 1
+    rng: random.Random | None = None  # jitter; None = the random module
+    # spec.managedBy of created Jobs (None = Kubernetes' Job controller). The test suite sets it on
+    # real clusters, where it plays the Job controller itself.
+    job_managed_by: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        client: kube.KubeClient,
+        dbsync: DbSync,
+        metrics: Metrics,
+        clock: Clock,
+        api_executor: Executor,
+        db_executor: Executor,
+        identity: str,
+        pipeline_error: Callable[[str], str | None],
+        options: ReconcilerOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.dbsync = dbsync
+        self.metrics = metrics
+        self.clock = clock
+        self.api_executor = api_executor
+        self.db_executor = db_executor
+        self.identity = identity
+        self.pipeline_error = functools.lru_cache(maxsize=256)(pipeline_error)
+        self.options = options or ReconcilerOptions()
+        self.timing = core.Timing(
+            start_timeout=_seconds(settings.job_start_timeout_seconds),
+            default_deadline=_seconds(settings.default_active_deadline_seconds),
+        )
+        self.queue: WorkQueue[Key] = WorkQueue(clock, tick=self.options.tick, rank=self._rank)
+        self.admission: Admission[Key] = Admission(
+            settings.max_running, settings.max_running_per_pipeline, self.queue.add
+        )
+        self.items: Mapping[Key, Iterable[ItemView]] = {}  # Kopf's index (attached at start-up)
+        self.jobs: Mapping[Key, Iterable[JobView]] = {}  # Kopf's index of our Jobs, by work item
+        self._written: dict[Key, ItemView] = {}  # our own writes the watch has not shown yet
+        # (ns, domain, pipeline, week, tier) -> {key: (started, created)}: spots two objects for one partition
+        self._by_partition: dict[tuple[str, ...], dict[Key, tuple[bool, str]]] = {}
+        self._partitions_built = False
+        self._events: asyncio.Queue[tuple[ItemView, core.Note, datetime]] = asyncio.Queue()
+        self.synced = asyncio.Event()  # set once Kopf's indexes are filled from the initial lists
+        self._background: set[asyncio.Task[None]] = set()
+        self.reconciles = 0
+
+    # --- feeding (called by the Kopf handlers) ---------------------------------------------
+
+    def attach(self, items: Mapping[Key, Iterable[ItemView]], jobs: Mapping[Key, Iterable[JobView]]) -> None:
+        self.items = items
+        self.jobs = jobs
+
+    def item_event(
+        self,
+        event_type: str | None,
+        key: Key,
+        pipeline: str | None,
+        state: str | None,
+        identity: tuple[str, ...] | None = None,
+        created: str = "",
+        started: bool = False,
+    ) -> None:
+        """A watch event of a work item. ``identity``: (domain, pipeline, week, tier), to spot two
+        objects for one partition; ``created``: its creationTimestamp; ``started``: it has run."""
+        if not self._partitions_built:
+            self._build_partitions()
+        if identity is not None:
+            partition = (key[0], *identity)
+            same = self._by_partition.setdefault(partition, {})
+            if event_type == "DELETED":
+                same.pop(key, None)
+                if not same:
+                    del self._by_partition[partition]
+            else:
+                same[key] = (started, created)
+        if event_type == "DELETED":
+            self._written.pop(key, None)
+            self.queue.drop(key)
+            self.admission.forget(key)
+            return
+        self.synced.set()  # Kopf calls handlers only after every index is filled
+        if pipeline:
+            self.admission.observe(key, pipeline, state == WorkState.RUNNING.value)
+        self.queue.add(key)
+
+    def _build_partitions(self) -> None:
+        # The first handler call comes after Kopf filled its index from the initial listing: take
+        # every object from there, so the first decisions already know all of them.
+        self._partitions_built = True
+        for view in self.all_items():
+            if view.spec is not None:
+                part = view.spec.partition
+                identity = (
+                    view.namespace,
+                    view.spec.domain,
+                    view.spec.pipeline,
+                    part.week_ending.isoformat(),
+                    part.tier.value,
+                )
+                started = bool(view.status.total_attempts)
+                self._by_partition.setdefault(identity, {})[view.key] = (started, view.created)
+
+    def job_event(self, namespace: str, work_item: str | None) -> None:
+        self.synced.set()
+        if work_item:
+            self.queue.add((namespace, work_item))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def current(self, key: Key) -> ItemView | None:
+        indexed = next(iter(self.items.get(key, ())), None)
+        mine = self._written.get(key)
+        if mine is not None:
+            if (
+                indexed is not None
+                and mine.uid == indexed.uid
+                and _newer(mine.resource_version, indexed.resource_version)
+            ):
+                return mine
+            del self._written[key]
+        return indexed
+
+    def all_items(self) -> list[ItemView]:
+        views = []
+        for key in list(self.items):
+            view = self.current(key)
+            if view is not None:
+                views.append(view)
+        return views
+
+    def state_counts(self) -> dict[tuple[str, WorkState], int]:
+        counts: dict[tuple[str, WorkState], int] = {}
+        for view in self.all_items():
+            if view.spec is not None:
+                k = (view.spec.domain, view.state or WorkState.PENDING)
+                counts[k] = counts.get(k, 0) + 1
+        return counts
+
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.api_executor, functools.partial(fn, *args, **kwargs))
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Start the workers, the wake-up timer and the event poster; the caller cancels them.
+
+        The tasks exist as soon as this returns: Kopf treats tasks created after it started as
+        its own and waits for them on exit."""
+        tasks = [asyncio.create_task(self.queue.run_timer(), name="spine wake-up timer")]
+        tasks += [
+            asyncio.create_task(self._worker(), name=f"spine reconciler {i}") for i in range(self.options.workers)
+        ]
+        tasks += [
+            asyncio.create_task(self._post_events(), name=f"spine event poster {i}")
+            for i in range(self.options.event_workers)
+        ]
+        return tasks
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+                self.queue.forget(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.admission.release(key)
+                kind = type(exc).__name__
+                self.metrics.reconcile_errors.labels(kind).inc()
+                delay = self.queue.retry(key)
+                if isinstance(exc, kube.KubeError):
+                    log.warning("reconcile %s/%s failed (%s), retrying in %.1fs: %s", *key, kind, delay, exc)
+                else:
+                    log.exception("reconcile %s/%s failed, retrying in %.1fs", *key, delay)
+            finally:
+                self.queue.done(key)
+
+    async def reconcile(self, key: Key) -> None:
+        self.reconciles += 1
+        view = self.current(key)
+        if view is None or view.deleting:
+            self.admission.forget(key)
+            return
+        now = self.clock()
+        job = None
+        if view.state is WorkState.RUNNING and view.status.current_job:
+            job = await self._observe_job(view)
+        pipeline_error = self.pipeline_error(view.spec.pipeline) if view.spec is not None else None
+        obs = core.Observation(
+            name=view.name,
+            namespace=view.namespace,
+            uid=view.uid,
+            generation=view.generation,
+            spec=view.spec,
+            status=view.status,
+            now=now,
+            job=job,
+            spec_error=view.spec_error,
+            pipeline_error=pipeline_error,
+            may_start=False,
+            duplicate_of=self._duplicate_of(view),
+        )
+        if core.wants_to_start(obs) and view.spec is not None:
+            obs = replace(obs, may_start=self.admission.request(key, view.spec.pipeline, self._order(view)))
+        plan = core.plan(obs, self.timing, self.options.rng)
+        await self._execute(view, obs, plan)
+
+    def _duplicate_of(self, view: ItemView) -> str | None:
+        """The older work item of the same partition, if this one has never started."""
+        if view.spec is None or view.status.total_attempts:
+            return None
+        part = view.spec.partition
+        identity = (view.namespace, view.spec.domain, view.spec.pipeline, part.week_ending.isoformat(), part.tier.value)
+        same = self._by_partition.get(identity, {})
+        if len(same) < 2:
+            return None
+        # One that already ran wins, then the one named as `spine work enqueue` names it, then the
+        # oldest (timestamps have one-second resolution, so ties are broken by name).
+        canonical = view.spec.name
+        keeper = min(same.items(), key=lambda kv: (not kv[1][0], kv[0][1] != canonical, kv[1][1], kv[0][1]))[0]
+        return None if keeper == view.key else keeper[1]
+
+    def _rank(self, key: Key) -> tuple[object, ...]:
+        view = self.current(key)
+        if view is None or view.spec is None:
+            return (0,)
+        return (1, *self._order(view))
+
+    def _order(self, view: ItemView) -> Order:
+        assert view.spec is not None
+        desired = view.spec.desired_at.isoformat() if view.spec.desired_at else view.created
+        return (-view.spec.priority, desired, view.created, view.name)
+
+    async def _observe_job(self, view: ItemView) -> core.JobObservation:
+        name = view.status.current_job
+        assert name is not None
+        found = next((j for j in self.jobs.get(view.key, ()) if j.name == name), None)
+        if found is None:  # not in the watch cache (yet, or any more): ask the API server
+            try:
+                found = job_view(await self.call(self.client.get, kube.job_path(view.namespace, name)))
+            except kube.NotFoundError:
+                return observe(None, name)
+        pod = None
+        capture = None
+        if found.succeeded or found.failed:
+            pods = await self.call(self.client.list, kube.pods_path(view.namespace), label_selector=f"job-name={name}")
+            pod = pod_outcome(pods, name)
+        if found.succeeded:
+            capture = reported_capture(pod.message if pod else None)
+            if capture is None and view.status.current_execution_id:
+                loop = asyncio.get_running_loop()
+                capture = await loop.run_in_executor(
+                    self.db_executor, self.dbsync.capture_of, view.status.current_execution_id
+                )
+        return observe(found, name, pod, capture)
+
+    # --- carrying a plan out ----------------------------------------------------------------
+
+    async def _execute(self, view: ItemView, obs: core.Observation, plan: core.Plan) -> None:
+        key = view.key
+        if plan.delete_job:
+            await self._delete_job(view.namespace, plan.delete_job)
+        if plan.create_job is not None:
+            assert view.spec is not None
+            rejected = await self._create_job(view, view.spec, plan.create_job)
+            if rejected is not None:  # the API server refused the Job: the attempt fails at once
+                refused = core.JobObservation(
+                    name=plan.create_job.name, exists=True, failed=True, reason=core.JOB_REJECTED, message=rejected
+                )
+                again = core.plan(replace(obs, status=plan.status, job=refused), self.timing, self.options.rng)
+                again.notes[:0] = plan.notes
+                again.transitions[:0] = plan.transitions
+                plan = again
+        notes = list(plan.notes)
+        if plan.chain:
+            notes += await self._chain(view, plan.status)
+        if plan.changed:
+            written = await self._write_status(view, plan.status)
+            if written is None:
+                self.admission.release(key)
+                self.queue.add(key)
+                return
+            self._written[key] = written
+            self._after_write(written, obs, plan, notes)
+        elif view.spec is not None and view.state is not WorkState.RUNNING:
+            self.admission.release(key)
+        if plan.wake_at is not None:
+            self.queue.add_at(key, plan.wake_at)
+
+    async def _delete_job(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(kube.NotFoundError):
+            await self.call(self.client.delete, kube.job_path(namespace, name), propagation="Background")
+
+    async def _create_job(self, view: ItemView, spec: WorkItemResourceSpec, request: core.JobRequest) -> str | None:
+        body = build_job(
+            work_item=view.name,
+            namespace=view.namespace,
+            uid=view.uid,
+            spec=spec,
+            attempt=request.attempt,
+            name=request.name,
+            execution_id=request.execution_id,
+            settings=self.settings,
+            managed_by=self.options.job_managed_by,
+        )
+        try:
+            await self.call(self.client.create, kube.job_path(view.namespace), body)
+        except kube.AlreadyExistsError:
+            # Created by an earlier pass that did not get to write the status (a crash, a
+            # conflict, a second replica): it is this attempt's Job. Adopt it, never make another.
+            existing = job_view(await self.call(self.client.get, kube.job_path(view.namespace, request.name)))
+            if existing.owner_uid not in (None, view.uid):
+                raise _JobNameTaken(
+                    f"Job {request.name} belongs to an earlier SpineWorkItem {view.name}; waiting for it to be"
+                    " garbage-collected"
+                ) from None
+            self.metrics.adopted_jobs.inc()
+            log.info("adopted existing Job %s/%s for attempt %d", view.namespace, request.name, request.attempt)
+        except kube.InvalidError as exc:
+            return str(exc)
+        return None
+
+    async def _write_status(self, view: ItemView, status: WorkItemStatus) -> ItemView | None:
+        patch = {"metadata": {"resourceVersion": view.resource_version}, "status": status.to_manifest_status()}
+        path = kube.swi_path(view.namespace, view.name, status=True)
+        try:
+            return item_view(await self.call(self.client.merge_patch, path, patch))
+        except kube.ConflictError:
+            # Someone changed the object since we read it. Plan again from the fresh object.
+            self.metrics.status_conflicts.inc()
+            self._written.pop(view.key, None)
+            try:
+                fresh = item_view(await self.call(self.client.get, kube.swi_path(view.namespace, view.name)))
+            except kube.NotFoundError:
+                return None
+            self._written[view.key] = fresh
+            return None
+        except kube.NotFoundError:
+            return None
+
+    def _after_write(self, view: ItemView, obs: core.Observation, plan: core.Plan, notes: list[core.Note]) -> None:
+        key = view.key
+        spec = view.spec
+        now = obs.now
+        state = view.state
+        started = any(after is WorkState.RUNNING for _, after in plan.transitions)
+        for note in notes:
+            if note.reason == "Accepted" and state is not WorkState.PENDING:
+                continue  # the Started (or failure) event that follows says it all
+            self._events.put_nowait((view, note, now))
+        if spec is not None:
+            self.admission.observe(key, spec.pipeline, state is WorkState.RUNNING)
+            if state is not WorkState.RUNNING:
+                self.admission.release(key)
+            old = {(r.attempt, r.outcome, r.finished_at) for r in obs.status.history}
+            changed: list[AttemptRecord] = [
+                r for r in view.status.history if (r.attempt, r.outcome, r.finished_at) not in old
+            ]
+            executions = [execution_from(spec, r, _capture(view.status, r)) for r in changed]
+            self.dbsync.record(MirrorUpdate.from_status(view.namespace, view.name, spec, view.status, now), executions)
+            domain = spec.domain
+            for before, after in plan.transitions:
+                self.metrics.transitions.labels(domain, after.value).inc()
+                if before in (WorkState.FAILED, WorkState.COMPLETE) and after is WorkState.PENDING:
+                    self.metrics.admin_retries.labels(domain).inc()
+            if plan.create_job is not None and started:
+                self.metrics.attempts.labels(domain, spec.pipeline).inc()
+            if plan.retries_scheduled:
+                self.metrics.retries.labels(domain, spec.pipeline).inc(plan.retries_scheduled)
+            for record in plan.finished:
+                if record.finished_at is not None:
+                    seconds = (record.finished_at - record.started_at).total_seconds()
+                    self.metrics.job_duration.labels(spec.pipeline, record.outcome.value).observe(max(seconds, 0.0))
+        if state is not None and is_terminal(state):
+            task = asyncio.get_running_loop().create_task(self._delete_orphans(view))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _delete_orphans(self, view: ItemView) -> None:
+        """A terminal item keeps no unfinished Job but its last one (e.g. a Job created by a pass
+        whose status write lost a race with a cancel)."""
+        for job in list(self.jobs.get(view.key, ())):
+            unfinished = not (job.succeeded or job.failed)
+            if job.name != view.status.current_job and unfinished and job.owner_uid in (None, view.uid):
+                log.info("deleting orphan Job %s/%s of %s", job.namespace, job.name, view.state)
+                try:
+                    await self._delete_job(job.namespace, job.name)
+                except kube.KubeError as exc:
+                    log.warning("cannot delete orphan Job %s/%s: %s", job.namespace, job.name, exc)
+
+    # --- chained work items -----------------------------------------------------------------
+
+    async def _chain(self, view: ItemView, status: WorkItemStatus) -> list[core.Note]:
+        """On COMPLETE with spec.chain: create the next stage's work item, or re-run it when it
+        already finished on an older capture (a restatement). Idempotent per upstream execution."""
+        spec = view.spec
+        assert spec is not None
+        following = next_pipeline(spec.pipeline)
+        upstream = status.latest_execution_id or ""
+        if following is None:
+            return []
+        from market_spine.services.runs import downstream_params
+
+        if status.capture_id:
+            params = downstream_params(spec.params, status.capture_id)
+        else:
+            params = {k: v for k, v in spec.params.items() if k not in ("file", "url", "source", "capture_id")}
+        params = {k: v for k, v in params.items() if k in PARAM_FLAGS}
+        next_spec = WorkItemSpec(
+            domain=spec.domain,
+            pipeline=following,
+            partition=spec.partition,
+            params=params,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts,
+            retry=spec.retry,
+            active_deadline_seconds=spec.active_deadline_seconds,
+            chain=True,
+        )
+        extra: dict[str, Any] = {}
+        if spec.image:
+            extra["image"] = spec.image
+        if spec.resources is not None:
+            extra["resources"] = spec.resources.model_dump()
+        body = manifest(next_spec, view.namespace, **extra)
+        body["metadata"]["annotations"] = {ANNOTATION_UPSTREAM_EXECUTION: upstream}
+        name = body["metadata"]["name"]
+        try:
+            await self.call(self.client.create, kube.swi_path(view.namespace), body)
+            return [core.Note("Normal", "Chained", f"created {name} ({following})")]
+        except kube.AlreadyExistsError:
+            pass
+        existing = await self.call(self.client.get, kube.swi_path(view.namespace, name))
+        meta = existing.get("metadata") or {}
+        if (meta.get("annotations") or {}).get(ANNOTATION_UPSTREAM_EXECUTION) == upstream:
+            return []  # this completion was chained already (a replayed event, or a restart)
+        state = (existing.get("status") or {}).get("state")
+        old_params = (existing.get("spec") or {}).get("params") or {}
+        patch: dict[str, Any] = {
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "annotations": {ANNOTATION_UPSTREAM_EXECUTION: upstream},
+            },
+            "spec": {"params": {k: params.get(k) for k in set(old_params) | set(params)}},
+        }
+        if state in (WorkState.COMPLETE.value, WorkState.FAILED.value):
+            current = max(
+                int((existing.get("spec") or {}).get("retryRequest") or 0),
+                int((existing.get("status") or {}).get("observedRetryRequest") or 0),
+            )
+            patch["spec"]["retryRequest"] = current + 1
+            note = core.Note(
+                "Normal", "Chained", f"re-running {name} ({following}): {state} on an older run of this stage"
+            )
+        elif state == WorkState.RUNNING.value:
+            note = core.Note(
+                "Warning",
+                "ChainDeferred",
+                f"{name} is still running on an older run of this stage; retry it when it finishes",
+            )
+            patch.pop("spec")
+        elif state == WorkState.CANCELLED.value:
+            return [core.Note("Warning", "ChainSkipped", f"{name} is CANCELLED; delete it and enqueue it again")]
+        else:
+            note = core.Note("Normal", "Chained", f"{name} ({following}) will read this run's output")
+        await self.call(self.client.merge_patch, kube.swi_path(view.namespace, name), patch)
+        return [note]
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def _post_events(self) -> None:
+        while True:
+            view, note, now = await self._events.get()
+            body = event_manifest(
+                namespace=view.namespace,
+                name=view.name,
+                uid=view.uid,
+                kind=note.type,
+                reason=note.reason,
+                message=note.message,
+                now=now,
+                instance=self.identity,
+            )
+            try:
+                await self.call(self.client.create, kube.events_path(view.namespace), body)
+            except kube.KubeError as exc:  # events are best effort: the status holds the truth
+                log.info("cannot post event %s on %s/%s: %s", note.reason, view.namespace, view.name, exc)
+
+    def events_pending(self) -> int:
+        return self._events.qsize()
+
+    # --- resync -----------------------------------------------------------------------------
+
+    def resync(self) -> int:
+        """Re-record every work item in the database mirror and re-queue every unfinished one."""
+        now = self.clock()
+        count = 0
+        for view in self.all_items():
+            if view.spec is None or view.state is None:
+                self.queue.add(view.key)
+                continue
+            executions = [execution_from(view.spec, r, _capture(view.status, r)) for r in view.status.history]
+            self.dbsync.record(
+                MirrorUpdate.from_status(view.namespace, view.name, view.spec, view.status, now), executions
+            )
+            if not is_terminal(view.state):
+                self.queue.add(view.key)
+            count += 1
+        return count
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _capture(status: WorkItemStatus, record: AttemptRecord) -> str | None:
+    """The capture of an attempt, known only for the latest successful one."""
+    if record.outcome is AttemptOutcome.SUCCEEDED and record.execution_id == status.latest_execution_id:
+        return status.capture_id
+    return None
