@@ -10,14 +10,15 @@ from pydantic import ValidationError
 from market_spine.core.backoff import RetryPolicy
 from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN, Tier
-from market_spine.core.stages import INGEST
+from market_spine.core.stages import INGEST, NORMALIZE
 from market_spine.core.workitem import BACKFILL_PRIORITY, DEFAULT_PRIORITY, FinraPartition, WorkItemSpec
 
 KEY_OTC = '{"tier":"OTC","week_ending":"2025-12-15"}'
 
 
 def minimal(**overrides: object) -> WorkItemSpec:
-    data: dict[str, object] = {"pipeline": INGEST, "partition": {"week_ending": "2025-12-15", "tier": "OTC"}}
+    # normalize_week needs no source, so it is the smallest valid work item.
+    data: dict[str, object] = {"pipeline": NORMALIZE, "partition": {"week_ending": "2025-12-15", "tier": "OTC"}}
     data.update(overrides)
     return WorkItemSpec.model_validate(data)
 
@@ -25,7 +26,7 @@ def minimal(**overrides: object) -> WorkItemSpec:
 def test_defaults() -> None:
     spec = minimal()
     assert spec.domain == DOMAIN == "finra.otc_transparency"
-    assert spec.pipeline == INGEST
+    assert spec.pipeline == NORMALIZE
     assert spec.partition == FinraPartition(week_ending=date(2025, 12, 15), tier=Tier.OTC)
     assert spec.params == {}
     assert spec.priority == DEFAULT_PRIORITY == 100
@@ -236,8 +237,10 @@ def test_pipeline_is_required() -> None:
 
 def test_name_is_the_deterministic_work_item_name() -> None:
     spec = minimal()
-    assert spec.name == work_item_name(DOMAIN, INGEST, {"week_ending": "2025-12-15", "tier": "OTC"})
-    assert spec.name == "ingest-week-2025-12-15-otc-231acfd0"
+    assert spec.name == work_item_name(DOMAIN, NORMALIZE, {"week_ending": "2025-12-15", "tier": "OTC"})
+    assert spec.name == "normalize-week-2025-12-15-otc-88dee4c2"
+    ingest = minimal(pipeline=INGEST, params={"source": "finra-api"})
+    assert ingest.name == "ingest-week-2025-12-15-otc-231acfd0"
 
 
 def test_name_ignores_non_identity_fields() -> None:
@@ -245,5 +248,15 @@ def test_name_ignores_non_identity_fields() -> None:
     base = minimal()
     other = minimal(priority=5, maxAttempts=9, chain=True, params={"file": "/x"}, desiredAt="2026-01-01T00:00:00Z")
     assert other.name == base.name
-    assert minimal(pipeline="finra.otc_transparency.normalize_week").name != base.name
+    assert minimal(pipeline="finra.otc_transparency.compute_week").name != base.name
     assert minimal(partition={"weekEnding": "2025-12-08", "tier": "OTC"}).name != base.name
+
+
+@pytest.mark.parametrize("params", [{"file": "/landing/w.csv"}, {"url": "https://x/w.csv"}, {"source": "finra-api"}])
+def test_an_ingest_names_its_source(params: dict[str, str]) -> None:
+    assert minimal(pipeline=INGEST, params=params).params == params
+
+
+def test_an_ingest_without_a_source_is_refused() -> None:
+    with pytest.raises(ValidationError, match="needs params.file"):
+        minimal(pipeline=INGEST, params={"capture_id": "x"})

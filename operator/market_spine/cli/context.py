@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -22,7 +23,15 @@ def utcnow() -> datetime:
 
 @cache
 def settings() -> Settings:
-    return load_settings()
+    try:
+        return load_settings()
+    except ValueError as exc:  # pydantic's ValidationError: name the variable, not a traceback
+        errors: list[dict[str, Any]] = list(getattr(exc, "errors", list)())
+        if errors:
+            first = errors[0]
+            name = "SPINE_" + "_".join(str(p) for p in first.get("loc", ())[:1]).upper()
+            raise UsageError(f"{name} is invalid: {first.get('msg')}") from None
+        raise UsageError(f"invalid SPINE_* setting: {exc}") from None
 
 
 _engine: Engine | None = None

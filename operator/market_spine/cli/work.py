@@ -91,7 +91,8 @@ def _first_error(exc: ValueError) -> str:
     if callable(errors):
         first = errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        message = str(first.get("msg")).removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
     return str(exc)
 
 
@@ -169,7 +170,7 @@ def backfill(
         raise UsageError("--to is before --from")
     chosen = [context.parse_tier_option(t) for t in tiers] if tiers else list(Tier)
     specs = []
-    for week in week_range(first, last):
+    for week in week_range(first, last, context.settings().week_ending_weekday):
         for tier in chosen:
             file = str(landing_dir / weekly_file_name(week, tier)) if landing_dir else None
             specs.append(

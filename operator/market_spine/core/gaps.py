@@ -111,6 +111,7 @@ def detect_gaps(
     failed_work: Iterable[tuple[str, str, str | None]] = (),
     ingest_source: IngestSource = lambda _w, _t: ("--source", "finra-api"),
     stale_after_days: int | None = None,
+    publication_lag_days: Mapping[Tier, int] | None = None,
 ) -> GapReport:
     """Compare ``expected`` partitions with the ``manifest`` (partition → stage → updated_at).
 
@@ -118,7 +119,8 @@ def detect_gaps(
     * incomplete: a prefix of the chain is present but a later stage is not → run the first
       missing stage with ``--chain`` (it reads the stage before it from the database);
     * stale: a tier's newest complete (CALC) week is older than ``stale_after_days`` before
-      ``as_of``; tiers already reported as missing or incomplete are not counted twice;
+      ``as_of`` plus the tier's publication lag; tiers already reported as missing or incomplete
+      are not counted twice;
     * failed: work items stuck in FAILED → ``spine work retry``.
     """
     expected_list = sorted(set(expected))
@@ -147,7 +149,9 @@ def detect_gaps(
             weeks = [w for (w, t), stages in manifest.items() if t is tier and Stage.CALC in stages]
             newest = max(weeks, default=None)
             age = (as_of - newest).days if newest else None
-            if newest is None or as_of - newest > timedelta(days=stale_after_days):
+            # A tier published L days late is naturally L days older: staleness counts beyond that.
+            allowed = timedelta(days=stale_after_days + (publication_lag_days or {}).get(tier, 0))
+            if newest is None or as_of - newest > allowed:
                 due = [w for w, t in expected_list if t is tier]
                 fix = (
                     run_command(INGEST, due[-1], tier, ingest_source(due[-1], tier))

@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from market_spine.core.backoff import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, parse_tier
+from market_spine.core.stages import INGEST
 
 DEFAULT_PRIORITY = 100
 BACKFILL_PRIORITY = 25  # below the current week's default, so live work runs first
@@ -61,6 +62,13 @@ class WorkItemSpec(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("desiredAt must carry a time zone (e.g. 2025-12-15T10:30:00Z)")
         return value
+
+    @model_validator(mode="after")
+    def _ingest_names_its_source(self) -> WorkItemSpec:
+        # An ingest with no source can only fail, on every attempt: refuse it when it is enqueued.
+        if self.pipeline == INGEST and not ({"file", "url", "source"} & self.params.keys()):
+            raise ValueError("an ingest work item needs params.file (a path or URL) or params.source (finra-api)")
+        return self
 
     @property
     def partition_key(self) -> str:

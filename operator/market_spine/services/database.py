@@ -42,6 +42,12 @@ def open_engine(settings: Settings, *, require_schema: bool = True) -> Engine:
 def upgrade(settings: Settings) -> tuple[str | None, str | None]:
     engine = open_engine(settings, require_schema=False)
     try:
+        current = migrate.current_revision(engine)
+        if current is not None and not migrate.is_known_revision(current):
+            raise SchemaMismatch(
+                f"the database schema is at revision {current}, newer than this spine knows "
+                f"({migrate.head_revision()}): nothing to upgrade; use a spine that matches the database"
+            )
         return migrate.upgrade(engine)
     finally:
         engine.dispose()

@@ -79,6 +79,7 @@ def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
         failed_work=[(item.pipeline, item.partition_key, item.last_error) for item in failed],
         ingest_source=_ingest_source(options.landing_dir),
         stale_after_days=options.stale_after_days,
+        publication_lag_days=options.publication_lag_days,
     )
 
 
