@@ -344,6 +344,8 @@ def test_one_enqueue_cronjob_per_tier(rendered: Rendered) -> None:
             "latest",
             "--tier",
             tier,
+            "--source",
+            "finra-api",
             "--chain",
         ]
         assert env_of(c)["SPINE_BACKEND"]["value"] == "kubernetes"
