@@ -25,6 +25,7 @@ import asyncio
 import copy
 import itertools
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterable
@@ -155,17 +156,64 @@ class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         del self._requests[:-1]
         for payload in self._payloads:
             del payload._requests[:]
-        if request.resource is None or request.action not in _MUTATIONS:
-            return await self._safe(request)
+        if request.resource is None or not request.resource.plural:
+            return await self._safe(request)  # discovery
+        if request.action in (enums.action.FETCH, enums.action.LIST):
+            try:
+                reader = self._serve_fetch if request.action == enums.action.FETCH else self._serve_list
+                return aiohttp.web.json_response(await reader(request))
+            except kmock.KubernetesError as exc:
+                return self._status_error(exc.status, exc.reason or "Unknown", exc.message or "", request)
+        if request.action not in _MUTATIONS:
+            return await self._safe(request)  # watch
         if self._mutex is None:
             self._mutex = asyncio.Lock()
         async with self._mutex:
             early = self._prepare(request)
             if early is not None:
                 return early
-            response = await self._safe(request)
+            response = await self._mutate(request)
             self._trim(request)
             return response
+
+    async def _mutate(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """Store the change and tell the watchers (what KMock does, without its reaction matching,
+        which costs more than the rest of a request)."""
+        bus = self._buses[request.resource]
+        if request.action == enums.action.CREATE:
+            key = self._key(request)
+            if key in self._objects._objects:
+                self._objects._objects[key].create(request.data)
+            else:
+                self._objects[key] = request.data
+            raw = self._objects._objects[key].last.raw
+            await bus.put({"type": "ADDED", "object": raw})
+            return aiohttp.web.json_response(raw, status=201)
+        obj = self._objects._objects[(request.resource, request.namespace, request.name)]
+        if request.action == enums.action.UPDATE:
+            obj.patch(request.data)
+            raw = obj.raw
+            event = "MODIFIED"
+        elif obj.get("metadata", {}).get("finalizers"):
+            stamp = {"metadata": {"deletionTimestamp": _now(), "resourceVersion": str(next(self._rv))}}
+            if not obj.get("metadata", {}).get("deletionTimestamp"):
+                obj.patch(stamp)
+            raw = obj.raw
+            event = "MODIFIED"
+        else:
+            obj.patch({"metadata": {"resourceVersion": str(next(self._rv))}})
+            raw = obj.raw
+            obj.delete()
+            event = "DELETED"
+        await bus.put({"type": event, "object": raw})
+        if (
+            event == "MODIFIED"
+            and raw.get("metadata", {}).get("deletionTimestamp")
+            and not raw["metadata"].get("finalizers")
+        ):
+            obj.delete()  # the last finalizer was removed: the object goes away
+            await bus.put({"type": "DELETED", "object": raw})
+        return aiohttp.web.json_response(raw)
 
     async def _safe(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         try:
@@ -382,3 +430,25 @@ def crd_manifest() -> dict[str, Any]:
 
 def resources() -> Iterable[str]:
     return RESOURCES
+
+
+def main() -> None:
+    """``python -m tests.operator.emulator``: serve the emulator on loopback in this process (as a
+    separate API server for benchmarks). Prints its URL on the first line; stops on SIGTERM."""
+    import signal
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        async with ApiServerEmulator() as emulator, kmock.Server(emulator) as server:
+            print(str(server.url).rstrip("/"), flush=True)
+            await stop.wait()
+            os._exit(0)  # nothing to clean up; open watch streams would delay a graceful exit
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,11 @@ def test_a_burst_of_500_work_items_completes_with_no_errors(
     )
     weeks = [date(2025, 12, 15) - timedelta(weeks=n) for n in range(BURST // 3 + 1)]
     specs = [
-        WorkItemSpec(pipeline="finra.otc_transparency.ingest_week", partition=FinraPartition(week_ending=w, tier=t))
+        WorkItemSpec(
+            pipeline="finra.otc_transparency.ingest_week",
+            partition=FinraPartition(week_ending=w, tier=t),
+            params={"source": "finra-api"},
+        )
         for w in weeks
         for t in Tier
     ][:BURST]

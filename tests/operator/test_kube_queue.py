@@ -20,7 +20,8 @@ def queue(ns: Namespace) -> KubernetesQueue:
 
 
 def spec(week: str = "2025-12-15", tier: str = "OTC", **extra: object) -> WorkItemSpec:
-    return WorkItemSpec.model_validate({"pipeline": INGEST, "partition": {"weekEnding": week, "tier": tier}} | extra)
+    data = {"pipeline": INGEST, "partition": {"weekEnding": week, "tier": tier}, "params": {"source": "finra-api"}}
+    return WorkItemSpec.model_validate(data | extra)
 
 
 def test_enqueue_is_idempotent(ns: Namespace) -> None:

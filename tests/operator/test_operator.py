@@ -24,7 +24,9 @@ COMPUTE = "finra.otc_transparency.compute_week"
 
 
 def spec(pipeline: str = INGEST, week: str = "2025-12-15", tier: str = "OTC", **extra: Any) -> WorkItemSpec:
-    return WorkItemSpec.model_validate({"pipeline": pipeline, "partition": {"weekEnding": week, "tier": tier}} | extra)
+    source = {"params": {"source": "finra-api"}} if pipeline == INGEST else {}
+    data = {"pipeline": pipeline, "partition": {"weekEnding": week, "tier": tier}} | source | extra
+    return WorkItemSpec.model_validate(data)
 
 
 def settle(seconds: float = 0.3) -> None:

@@ -18,6 +18,8 @@ from market_spine.core.resource import (
 )
 from market_spine.core.states import WorkState
 from market_spine.errors import InputFileError, UsageError
+from market_spine.kube.jobs import JobView, PodOutcome
+from market_spine.kube.jobs import observe as observe_job
 
 T0 = datetime(2025, 12, 16, 10, 30, tzinfo=UTC)
 TIMING = core.Timing(start_timeout=timedelta(seconds=600), default_deadline=timedelta(seconds=3600))
@@ -25,7 +27,11 @@ NAME = "ingest-week-2025-12-15-otc-231acfd0"
 
 
 def spec(**extra: Any) -> WorkItemResourceSpec:
-    data = {"pipeline": "finra.otc_transparency.ingest_week", "partition": {"weekEnding": "2025-12-15", "tier": "OTC"}}
+    data = {
+        "pipeline": "finra.otc_transparency.ingest_week",
+        "partition": {"weekEnding": "2025-12-15", "tier": "OTC"},
+        "params": {"source": "finra-api"},
+    }
     return WorkItemResourceSpec.model_validate(data | extra)
 
 
@@ -166,10 +172,17 @@ def test_three_failures_wait_60_then_120_seconds_then_fail() -> None:
     assert status.completed_at == now
 
 
-def test_permanent_exit_codes_are_the_cli_errors_and_fail_at_once() -> None:
-    assert {UsageError.exit_code, InputFileError.exit_code} == core.PERMANENT_EXIT_CODES
-    status = fail(running(), exit_code=InputFileError.exit_code, termination_message="bad header")
+def test_a_failure_no_retry_can_fix_fails_at_once() -> None:
+    status = fail(running(), exit_code=InputFileError.exit_code, termination_message="bad header", retryable=False)
     assert status.state is WorkState.FAILED and status.attempts == 1
+
+
+def test_the_job_adapter_reads_permanent_exit_codes_from_the_error_classes() -> None:
+    view = JobView("j", "ns", "item", 1, "uid", True, False, True, "BackoffLimitExceeded", "")
+    for code in (UsageError.exit_code, InputFileError.exit_code):
+        assert not observe_job(view, "j", PodOutcome(code, "x", True)).retryable
+    for code in (1, 3, 5, 137):
+        assert observe_job(view, "j", PodOutcome(code, "x", True)).retryable
 
 
 @pytest.mark.parametrize(
@@ -236,7 +249,7 @@ def test_cancel_deletes_the_running_job() -> None:
 
 
 def test_admin_retry_reopens_failed_with_a_fresh_budget_and_new_job_names() -> None:
-    status = fail(running(), exit_code=2)
+    status = fail(running(), exit_code=2, retryable=False)
     assert status.state is WorkState.FAILED
     plan = step(observe(status, spec=spec(retryRequest=1)))
     assert plan.transitions[:2] == [(WorkState.FAILED, WorkState.PENDING), (WorkState.PENDING, WorkState.RUNNING)]

@@ -59,11 +59,11 @@ async def test_work_queue_dedups_requeues_dirty_keys_and_wakes_on_the_clock() ->
         queue.add("a")
         queue.add("b")
         assert len(queue) == 2
-        assert await queue.get() == "a"  # by rank
+        assert await queue.get() == ("a", False)  # by rank
         queue.add("a")  # changed while being processed: comes back once done
         assert len(queue) == 1
         queue.done("a")
-        assert sorted([await queue.get(), await queue.get()]) == ["a", "b"]
+        assert sorted([(await queue.get())[0], (await queue.get())[0]]) == ["a", "b"]
         queue.done("a")
         queue.done("b")
 
@@ -72,7 +72,7 @@ async def test_work_queue_dedups_requeues_dirty_keys_and_wakes_on_the_clock() ->
         await asyncio.sleep(0.05)
         assert len(queue) == 0
         now[0] = T0 + timedelta(seconds=60)
-        assert await asyncio.wait_for(queue.get(), 1) == "c"
+        assert await asyncio.wait_for(queue.get(), 1) == ("c", True)  # a wake-up is forced
         queue.done("c")
         assert queue.retry("c") == 0.2 and queue.retry("c") == 0.4
         queue.forget("c")

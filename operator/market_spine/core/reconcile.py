@@ -36,11 +36,6 @@ from market_spine.core.resource import (
 )
 from market_spine.core.states import Event, WorkState, is_terminal, transition
 
-# Exit codes of `spine run` that another attempt cannot fix (``errors.UsageError`` = 2,
-# ``errors.InputFileError`` = 4): the item goes straight to FAILED, like the local worker's
-# PERMANENT_ERRORS. Every other non-zero exit (503s, a database outage, a crash) is retried.
-PERMANENT_EXIT_CODES: frozenset[int] = frozenset({2, 4})
-
 # Failure reasons (CamelCase, used in events, the Failed condition and status.history).
 JOB_FAILED = "JobFailed"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
@@ -78,6 +73,10 @@ class JobObservation:
     exit_code: int | None = None  # of the pipeline container, when its pod reported one
     termination_message: str | None = None  # the pod's termination message (or log tail)
     capture_id: str | None = None  # the capture the pipeline reported, on success
+    # Could another attempt succeed? False when the pipeline exited with the code of a failure no
+    # retry fixes (``errors.PERMANENT_EXIT_CODES``: a bad option, an unusable file), as the local
+    # worker decides from the exception itself.
+    retryable: bool = True
 
 
 @dataclass(frozen=True)
@@ -398,8 +397,7 @@ class _Planner:
             self.attempt_failed(DEADLINE_EXCEEDED, message, True)
             return
         code = f"exit code {job.exit_code}: " if job.exit_code is not None else ""
-        retryable = job.exit_code not in PERMANENT_EXIT_CODES
-        self.attempt_failed(JOB_FAILED, f"{code}{detail}", retryable)
+        self.attempt_failed(JOB_FAILED, f"{code}{detail}", job.retryable)
 
     def attempt_failed(self, reason: str, message: str, retryable: bool) -> None:
         status = self.status
@@ -495,7 +493,7 @@ class _Planner:
             self.set(ConditionType.FAILED, ConditionStatus.TRUE, *failure)
         else:
             self.set(ConditionType.FAILED, ConditionStatus.FALSE, "NotFailed", "")
-        self.plan.changed = self.status.model_dump() != self.old.model_dump()
+        self.plan.changed = self.status != self.old
 
     def _old_failure(self) -> tuple[str, str] | None:
         old = self.old.condition(ConditionType.FAILED)

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
+from urllib3 import Timeout
 from urllib3.exceptions import HTTPError
 
 from market_spine.core.resource import GROUP, PLURAL, VERSION
@@ -28,7 +29,7 @@ MERGE_PATCH = "application/merge-patch+json"
 class KubeError(SpineError):
     """The Kubernetes API refused a request or could not be reached."""
 
-    exit_code = 7
+    exit_code = 8
 
     def __init__(self, message: str, status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
@@ -112,6 +113,7 @@ class KubeClient:
         configuration.connection_pool_maxsize = max(pool_size, configuration.connection_pool_maxsize or 0)
         self.api = ApiClient(configuration)
         self.timeout = timeout
+        self._timeout = Timeout(connect=min(timeout, 10.0), read=timeout)
 
     @property
     def server(self) -> str:
@@ -128,36 +130,34 @@ class KubeClient:
         body: Any = None,
         query: Mapping[str, str | int] | None = None,
         content_type: str = "application/json",
+        parse: bool = True,
     ) -> dict[str, Any]:
+        """``parse=False``: the caller does not need the answer (it is not decoded)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        params = self.api.param_serialize(
+        # The client builds the URL and the credentials (refreshing tokens as needed); the body is
+        # sent as JSON as is: its generic model serialization costs more than the request itself.
+        _, url, header_params, _, _ = self.api.param_serialize(
             method=method,
             resource_path=path,
             query_params=list((query or {}).items()),
             header_params=headers,
-            body=body,
             auth_settings=["BearerToken"],
         )
-        verb, url, header_params, serialized, post = params
+        payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         try:
-            response = self.api.call_api(
-                verb, url, header_params=header_params, body=serialized, post_params=post, _request_timeout=self.timeout
+            response = self.api.rest_client.pool_manager.request(
+                method, url, body=payload, headers=header_params, timeout=self._timeout, preload_content=True
             )
-            data: bytes = response.read()  # type: ignore[no-untyped-call]
-        except ApiException as exc:  # TLS failures (status 0) and 429s the client raises itself
-            if not exc.status:
-                raise UnavailableError(f"cannot reach the Kubernetes API at {self.server}: {exc.reason}") from exc
-            raise self._error(method, path, exc) from exc
         except (HTTPError, OSError) as exc:
             raise UnavailableError(f"cannot reach the Kubernetes API at {self.server}: {exc}") from exc
-        status = response.status
-        if not 200 <= status <= 299:
-            error = ApiException(status=status, reason=response.reason)
+        data: bytes = response.data
+        if not 200 <= response.status <= 299:
+            error = ApiException(status=response.status, reason=response.reason)
             error.body = data.decode("utf-8", "replace") if data else ""
             raise self._error(method, path, error)
-        result: dict[str, Any] = json.loads(data) if data else {}
+        result: dict[str, Any] = json.loads(data) if data and parse else {}
         return result
 
     @staticmethod
@@ -187,8 +187,8 @@ class KubeClient:
         items = self.request("GET", path, query=query).get("items") or []
         return list(items)
 
-    def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("POST", path, body=dict(body))
+    def create(self, path: str, body: Mapping[str, Any], *, parse: bool = True) -> dict[str, Any]:
+        return self.request("POST", path, body=dict(body), parse=parse)
 
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """A JSON merge patch. With ``metadata.resourceVersion`` in it, the API server applies it

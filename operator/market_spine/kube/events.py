@@ -7,6 +7,7 @@ work item's history reads top to bottom in ``kubectl describe``.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,10 @@ from market_spine.core.resource import API_VERSION, KIND
 
 COMPONENT = "market-spine-operator"
 MAX_MESSAGE = 1024  # the API server truncates longer messages; do it ourselves, keeping the end
+# Event names: the item's name, this process's random prefix and a counter (unique without asking
+# the system for randomness per Event).
+_PREFIX = secrets.token_hex(4)
+_COUNTER = itertools.count()
 
 
 def event_manifest(
@@ -34,7 +39,7 @@ def event_manifest(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{name}.{secrets.token_hex(8)}", "namespace": namespace},
+        "metadata": {"name": f"{name}.{_PREFIX}{next(_COUNTER):08x}", "namespace": namespace},
         "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace, "uid": uid},
         "type": kind,
         "reason": reason,

@@ -27,6 +27,7 @@ from market_spine.core.resource import (
     PARAM_FLAGS,
     WorkItemResourceSpec,
 )
+from market_spine.errors import PERMANENT_EXIT_CODES
 
 CONTAINER = "pipeline"
 ANNOTATION_EXECUTION_ID = "spine.marketspine.io/execution-id"
@@ -267,4 +268,5 @@ def observe(
         exit_code=pod.exit_code if pod else None,
         termination_message=pod.message if pod and not view.succeeded else None,
         capture_id=capture_id,
+        retryable=not (pod and pod.exit_code in PERMANENT_EXIT_CODES),
     )

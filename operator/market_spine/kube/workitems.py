@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from market_spine.config import Settings
+from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN
 from market_spine.core.resource import WorkItemResourceSpec, WorkItemStatus, manifest
 from market_spine.core.states import Event, IllegalTransition, WorkState, is_terminal, transition
@@ -145,7 +146,7 @@ class KubernetesQueue:
         return items[:limit]
 
     def get(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
-        name = WorkItemSpec(pipeline=pipeline, partition=partition).name
+        name = work_item_name(DOMAIN, pipeline, partition.as_dict())
         try:
             return KubeWorkItem.from_object(self.client.get(swi_path(self.namespace, name)))
         except NotFoundError:

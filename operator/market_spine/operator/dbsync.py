@@ -115,8 +115,10 @@ class DbSync:
         metrics: Metrics,
         executor: Executor,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        coalesce: float = 0.2,
     ) -> None:
         self.engine = engine
+        self.coalesce = coalesce
         self.metrics = metrics
         self.executor = executor
         self.retry_delays = tuple(retry_delays)
@@ -166,6 +168,9 @@ class DbSync:
         while True:
             await self._kick.wait()
             self._kick.clear()
+            # Let a burst of changes gather: fewer, bigger transactions, and the operator's more
+            # urgent work (Jobs, status) goes first.
+            await asyncio.sleep(self.coalesce)
             while self._items:
                 batch = self._take(BATCH)
                 try:

@@ -21,9 +21,22 @@ from typing import Any
 import kopf
 
 from market_spine.core.partitions import DOMAIN
-from market_spine.core.resource import GROUP, LABEL_MANAGED_BY, LABEL_WORK_ITEM, MANAGED_BY, PLURAL, VERSION
+from market_spine.core.resource import GROUP, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
 from market_spine.kube.jobs import job_view
 from market_spine.operator.reconciler import Reconciler, item_view
+
+
+def _identity(body: kopf.Body) -> tuple[str, str, str, str]:
+    """(domain, pipeline, week, tier) of a work item, to spot two objects for one partition."""
+    spec = body.spec
+    partition = spec.get("partition") or {}
+    return (
+        str(spec.get("domain") or DOMAIN),
+        str(spec.get("pipeline")),
+        str(partition.get("weekEnding")),
+        str(partition.get("tier")),
+    )
+
 
 ITEMS_INDEX = "spine_work_items"
 JOBS_INDEX = "spine_jobs"
@@ -47,38 +60,45 @@ def build_registry(
         def credentials(**_: Any) -> kopf.ConnectionInfo:
             return login()
 
+    # The indexes are the operator's memory of the cluster, and their functions are also where it
+    # hears about every change: Kopf calls them for each watch event (but DELETED), before any
+    # handler. One async call per event is the cheapest way Kopf offers to see every event.
+
+    # Kopf calls index functions for every watch event but deletions, before any handler, and
+    # starts handlers only once every index is filled from its initial listing. The operator uses
+    # them as its event feed (one async call per event, the cheapest hook Kopf has) and keeps its
+    # own view of the cluster (``Reconciler``): Kopf updates an index only after the call returns,
+    # and a decision must never be made on the version before the event.
+
     @kopf.index(GROUP, VERSION, PLURAL, id=ITEMS_INDEX, registry=registry)
-    def spine_work_items(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    async def spine_work_items(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bool]:
         view = item_view(body)
-        return {view.key: view}
+        reconciler.item_event(view, _identity(body))
+        return {view.key: True}
 
     @kopf.index("batch", "v1", "jobs", labels=OUR_JOBS, id=JOBS_INDEX, registry=registry)
-    def spine_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    async def spine_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bool]:
         view = job_view(body)
-        return {(view.namespace, view.work_item): view}
+        reconciler.job_event(view)
+        return {(view.namespace, view.work_item): True}
 
-    @kopf.on.startup(registry=registry)
-    async def attach_indexes(**kwargs: Any) -> None:
-        reconciler.attach(kwargs[ITEMS_INDEX], kwargs[JOBS_INDEX])
+    # The first handler call means Kopf has listed everything: the operator may start deciding.
+    # After that the handlers only report deletions, which indexes do not see (``when`` is
+    # checked without invoking anything).
+    def deleted_or_first(type: str | None, **_: Any) -> bool:
+        return type == "DELETED" or not reconciler.synced.is_set()
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, when=deleted_or_first, registry=registry)
     async def work_item_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        key = (str(body.metadata.namespace), str(body.metadata.name))
-        spec = body.spec
-        partition = spec.get("partition") or {}
-        identity = (
-            str(spec.get("domain") or DOMAIN),
-            str(spec.get("pipeline")),
-            str(partition.get("weekEnding")),
-            str(partition.get("tier")),
-        )
-        created = str(body.metadata.creation_timestamp or "")
-        started = bool(body.status.get("totalAttempts"))
-        reconciler.item_event(type, key, spec.get("pipeline"), body.status.get("state"), identity, created, started)
+        reconciler.synced.set()
+        if type == "DELETED":
+            reconciler.item_deleted((str(body.metadata.namespace), str(body.metadata.name)), _identity(body))
 
-    @kopf.on.event("batch", "v1", "jobs", labels=OUR_JOBS, registry=registry)
-    async def job_event(body: kopf.Body, **_: Any) -> None:
-        reconciler.job_event(str(body.metadata.namespace), body.metadata.labels.get(LABEL_WORK_ITEM))
+    @kopf.on.event("batch", "v1", "jobs", labels=OUR_JOBS, when=deleted_or_first, registry=registry)
+    async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        reconciler.synced.set()
+        if type == "DELETED":  # e.g. deleted while running: the owner must notice
+            reconciler.job_event(job_view(body), deleted=True)
 
     @kopf.on.probe(id="database", registry=registry)
     def database(**_: Any) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class WorkQueue(Generic[K]):
         self._queued: set[K] = set()
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
+        self._forced: set[K] = set()  # keys to reconcile even if nothing they depend on changed
         self._wakes: list[tuple[datetime, int, K]] = []
         self._next_wake: dict[K, datetime] = {}
         self._failures: Counter[K] = Counter()
@@ -62,7 +63,11 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._queued)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, force: bool = False) -> None:
+        """Queue ``key``; ``force``: reconcile it even if its object and Job did not change
+        (a wake-up time, a granted slot, a retry after an error, a resync)."""
+        if force:
+            self._forced.add(key)
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -88,7 +93,7 @@ class WorkQueue(Generic[K]):
 
     def _retry_now(self, key: K) -> None:
         self._retries.pop(key, None)
-        self.add(key)
+        self.add(key, force=True)
 
     def forget(self, key: K) -> None:
         self._failures.pop(key, None)
@@ -97,15 +102,19 @@ class WorkQueue(Generic[K]):
         """The object is gone: forget its wake-ups and error history."""
         self._next_wake.pop(key, None)
         self._failures.pop(key, None)
+        self._forced.discard(key)
         handle = self._retries.pop(key, None)
         if handle is not None:
             handle.cancel()
 
-    async def get(self) -> K:
+    async def get(self) -> tuple[K, bool]:
+        """The next key, and whether it must be reconciled even if nothing changed."""
         _, _, key = await self._ready.get()
         self._queued.discard(key)
         self._processing.add(key)
-        return key
+        forced = key in self._forced
+        self._forced.discard(key)
+        return key, forced
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
@@ -121,7 +130,7 @@ class WorkQueue(Generic[K]):
                 when, _, key = heapq.heappop(self._wakes)
                 if self._next_wake.get(key) == when:
                     del self._next_wake[key]
-                    self.add(key)
+                    self.add(key, force=True)
             delay = self.tick
             if self._wakes:
                 delay = max(0.0, min(delay, (self._wakes[0][0] - now).total_seconds()))

@@ -28,7 +28,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -171,102 +171,82 @@ class Reconciler:
         )
         self.queue: WorkQueue[Key] = WorkQueue(clock, tick=self.options.tick, rank=self._rank)
         self.admission: Admission[Key] = Admission(
-            settings.max_running, settings.max_running_per_pipeline, self.queue.add
+            settings.max_running, settings.max_running_per_pipeline, lambda key: self.queue.add(key, force=True)
         )
-        self.items: Mapping[Key, Iterable[ItemView]] = {}  # Kopf's index (attached at start-up)
-        self.jobs: Mapping[Key, Iterable[JobView]] = {}  # Kopf's index of our Jobs, by work item
-        self._written: dict[Key, ItemView] = {}  # our own writes the watch has not shown yet
+        # What the operator knows of the cluster: the newest version of every work item, and our
+        # Jobs by work item. Fed by Kopf's index functions (every watch event) and our own writes.
+        self._items: dict[Key, ItemView] = {}
+        self._jobs: dict[Key, dict[str, JobView]] = {}
+        self._seen: dict[Key, tuple[object, ...]] = {}  # signature of each item's last decision
         # (ns, domain, pipeline, week, tier) -> {key: (started, created)}: spots two objects for one partition
         self._by_partition: dict[tuple[str, ...], dict[Key, tuple[bool, str]]] = {}
-        self._partitions_built = False
         self._events: asyncio.Queue[tuple[ItemView, core.Note, datetime]] = asyncio.Queue()
         self.synced = asyncio.Event()  # set once Kopf's indexes are filled from the initial lists
         self._background: set[asyncio.Task[None]] = set()
-        self.reconciles = 0
+        self.reconciles = 0  # decisions made (events that changed nothing are not counted)
+        self.events_seen = 0
 
     # --- feeding (called by the Kopf handlers) ---------------------------------------------
 
-    def attach(self, items: Mapping[Key, Iterable[ItemView]], jobs: Mapping[Key, Iterable[JobView]]) -> None:
-        self.items = items
-        self.jobs = jobs
+    def item_event(self, view: ItemView, identity: tuple[str, ...]) -> None:
+        """A work item was listed, added or changed (from Kopf's index function, which sees every
+        watch event but deletions). ``identity``: (domain, pipeline, week, tier), to spot two
+        objects for one partition.
 
-    def item_event(
-        self,
-        event_type: str | None,
-        key: Key,
-        pipeline: str | None,
-        state: str | None,
-        identity: tuple[str, ...] | None = None,
-        created: str = "",
-        started: bool = False,
-    ) -> None:
-        """A watch event of a work item. ``identity``: (domain, pipeline, week, tier), to spot two
-        objects for one partition; ``created``: its creationTimestamp; ``started``: it has run."""
-        if not self._partitions_built:
-            self._build_partitions()
-        if identity is not None:
-            partition = (key[0], *identity)
-            same = self._by_partition.setdefault(partition, {})
-            if event_type == "DELETED":
-                same.pop(key, None)
-                if not same:
-                    del self._by_partition[partition]
-            else:
-                same[key] = (started, created)
-        if event_type == "DELETED":
-            self._written.pop(key, None)
-            self.queue.drop(key)
-            self.admission.forget(key)
-            return
-        self.synced.set()  # Kopf calls handlers only after every index is filled
-        if pipeline:
-            self.admission.observe(key, pipeline, state == WorkState.RUNNING.value)
+        Called for the initial listing too, before the operator may decide anything: the workers
+        wait for ``synced``, which the first handler call sets once every index is complete."""
+        self.events_seen += 1
+        key = view.key
+        self._remember(view)
+        self._by_partition.setdefault((key[0], *identity), {})[key] = (bool(view.status.total_attempts), view.created)
+        if view.spec is not None:
+            self.admission.observe(key, view.spec.pipeline, view.state is WorkState.RUNNING)
         self.queue.add(key)
 
-    def _build_partitions(self) -> None:
-        # The first handler call comes after Kopf filled its index from the initial listing: take
-        # every object from there, so the first decisions already know all of them.
-        self._partitions_built = True
-        for view in self.all_items():
-            if view.spec is not None:
-                part = view.spec.partition
-                identity = (
-                    view.namespace,
-                    view.spec.domain,
-                    view.spec.pipeline,
-                    part.week_ending.isoformat(),
-                    part.tier.value,
-                )
-                started = bool(view.status.total_attempts)
-                self._by_partition.setdefault(identity, {})[view.key] = (started, view.created)
+    def item_deleted(self, key: Key, identity: tuple[str, ...]) -> None:
+        self.events_seen += 1
+        partition = (key[0], *identity)
+        same = self._by_partition.get(partition, {})
+        same.pop(key, None)
+        if not same:
+            self._by_partition.pop(partition, None)
+        self._items.pop(key, None)
+        self._seen.pop(key, None)
+        self.queue.drop(key)
+        self.admission.forget(key)
 
-    def job_event(self, namespace: str, work_item: str | None) -> None:
-        self.synced.set()
-        if work_item:
-            self.queue.add((namespace, work_item))
+    def job_event(self, view: JobView, deleted: bool = False) -> None:
+        """One of our Jobs was listed, added, changed or deleted."""
+        self.events_seen += 1
+        if not view.work_item:
+            return
+        key = (view.namespace, view.work_item)
+        jobs = self._jobs.setdefault(key, {})
+        if deleted:
+            jobs.pop(view.name, None)
+            if not jobs:
+                del self._jobs[key]
+        else:
+            jobs[view.name] = view
+        self.queue.add(key)
 
     # --- reading ----------------------------------------------------------------------------
 
+    def _remember(self, view: ItemView) -> None:
+        """Keep the newest version we know: from the watch, or from our own write's answer (which
+        can be newer than the watch has shown yet)."""
+        known = self._items.get(view.key)
+        if known is None or known.uid != view.uid or not _newer(known.resource_version, view.resource_version):
+            self._items[view.key] = view
+
     def current(self, key: Key) -> ItemView | None:
-        indexed = next(iter(self.items.get(key, ())), None)
-        mine = self._written.get(key)
-        if mine is not None:
-            if (
-                indexed is not None
-                and mine.uid == indexed.uid
-                and _newer(mine.resource_version, indexed.resource_version)
-            ):
-                return mine
-            del self._written[key]
-        return indexed
+        return self._items.get(key)
+
+    def jobs_of(self, key: Key) -> list[JobView]:
+        return list(self._jobs.get(key, {}).values())
 
     def all_items(self) -> list[ItemView]:
-        views = []
-        for key in list(self.items):
-            view = self.current(key)
-            if view is not None:
-                views.append(view)
-        return views
+        return list(self._items.values())
 
     def state_counts(self) -> dict[tuple[str, WorkState], int]:
         counts: dict[tuple[str, WorkState], int] = {}
@@ -298,10 +278,11 @@ class Reconciler:
         return tasks
 
     async def _worker(self) -> None:
+        await self.synced.wait()  # decide nothing before Kopf's indexes hold the whole cluster
         while True:
-            key = await self.queue.get()
+            key, forced = await self.queue.get()
             try:
-                await self.reconcile(key)
+                await self.reconcile(key, forced=forced)
                 self.queue.forget(key)
             except asyncio.CancelledError:
                 raise
@@ -317,12 +298,26 @@ class Reconciler:
             finally:
                 self.queue.done(key)
 
-    async def reconcile(self, key: Key) -> None:
-        self.reconciles += 1
+    def _signature(self, view: ItemView) -> tuple[object, ...]:
+        """What a decision about ``view`` depends on, besides the clock: its version and the state
+        of the Job of its current attempt (as the watch shows it)."""
+        name = view.status.current_job
+        job = self._jobs.get(view.key, {}).get(name) if name else None
+        return (view.uid, view.resource_version, name, job is not None and (job.started, job.succeeded, job.failed))
+
+    async def reconcile(self, key: Key, *, forced: bool = True) -> None:
         view = self.current(key)
         if view is None or view.deleting:
             self.admission.forget(key)
+            self._seen.pop(key, None)
             return
+        # Watch events of our own writes, and of Jobs in the state we just created them in, come
+        # back here: nothing changed, so there is nothing to decide (time-based wake-ups, granted
+        # slots and retries are forced).
+        signature = self._signature(view)
+        if not forced and self._seen.get(key) == signature:
+            return
+        self.reconciles += 1
         now = self.clock()
         job = None
         if view.state is WorkState.RUNNING and view.status.current_job:
@@ -376,7 +371,7 @@ class Reconciler:
     async def _observe_job(self, view: ItemView) -> core.JobObservation:
         name = view.status.current_job
         assert name is not None
-        found = next((j for j in self.jobs.get(view.key, ()) if j.name == name), None)
+        found = self._jobs.get(view.key, {}).get(name)
         if found is None:  # not in the watch cache (yet, or any more): ask the API server
             try:
                 found = job_view(await self.call(self.client.get, kube.job_path(view.namespace, name)))
@@ -420,12 +415,19 @@ class Reconciler:
             written = await self._write_status(view, plan.status)
             if written is None:
                 self.admission.release(key)
-                self.queue.add(key)
+                self._seen.pop(key, None)
+                self.queue.add(key, force=True)
                 return
-            self._written[key] = written
+            self._remember(written)
             self._after_write(written, obs, plan, notes)
-        elif view.spec is not None and view.state is not WorkState.RUNNING:
-            self.admission.release(key)
+            signature = self._signature(written)
+            if plan.create_job is not None:  # its Job arrives from the watch just as we created it
+                signature = (*signature[:3], (False, False, False))
+            self._seen[key] = signature
+        else:
+            self._seen[key] = self._signature(view)
+            if view.spec is not None and view.state is not WorkState.RUNNING:
+                self.admission.release(key)
         if plan.wake_at is not None:
             self.queue.add_at(key, plan.wake_at)
 
@@ -446,7 +448,7 @@ class Reconciler:
             managed_by=self.options.job_managed_by,
         )
         try:
-            await self.call(self.client.create, kube.job_path(view.namespace), body)
+            await self.call(self.client.create, kube.job_path(view.namespace), body, parse=False)
         except kube.AlreadyExistsError:
             # Created by an earlier pass that did not get to write the status (a crash, a
             # conflict, a second replica): it is this attempt's Job. Adopt it, never make another.
@@ -470,12 +472,11 @@ class Reconciler:
         except kube.ConflictError:
             # Someone changed the object since we read it. Plan again from the fresh object.
             self.metrics.status_conflicts.inc()
-            self._written.pop(view.key, None)
             try:
                 fresh = item_view(await self.call(self.client.get, kube.swi_path(view.namespace, view.name)))
             except kube.NotFoundError:
                 return None
-            self._written[view.key] = fresh
+            self._remember(fresh)
             return None
         except kube.NotFoundError:
             return None
@@ -521,7 +522,7 @@ class Reconciler:
     async def _delete_orphans(self, view: ItemView) -> None:
         """A terminal item keeps no unfinished Job but its last one (e.g. a Job created by a pass
         whose status write lost a race with a cancel)."""
-        for job in list(self.jobs.get(view.key, ())):
+        for job in self.jobs_of(view.key):
             unfinished = not (job.succeeded or job.failed)
             if job.name != view.status.current_job and unfinished and job.owner_uid in (None, view.uid):
                 log.info("deleting orphan Job %s/%s of %s", job.namespace, job.name, view.state)
@@ -613,6 +614,12 @@ class Reconciler:
     async def _post_events(self) -> None:
         while True:
             view, note, now = await self._events.get()
+            # Events are the least urgent of an operator's writes: during a burst, Jobs and
+            # status go first (the queue empties within seconds; an Event is never dropped).
+            for _ in range(40):
+                if not len(self.queue):
+                    break
+                await asyncio.sleep(0.05)
             body = event_manifest(
                 namespace=view.namespace,
                 name=view.name,
@@ -624,7 +631,7 @@ class Reconciler:
                 instance=self.identity,
             )
             try:
-                await self.call(self.client.create, kube.events_path(view.namespace), body)
+                await self.call(self.client.create, kube.events_path(view.namespace), body, parse=False)
             except kube.KubeError as exc:  # events are best effort: the status holds the truth
                 log.info("cannot post event %s on %s/%s: %s", note.reason, view.namespace, view.name, exc)
 
@@ -639,14 +646,14 @@ class Reconciler:
         count = 0
         for view in self.all_items():
             if view.spec is None or view.state is None:
-                self.queue.add(view.key)
+                self.queue.add(view.key, force=True)
                 continue
             executions = [execution_from(view.spec, r, _capture(view.status, r)) for r in view.status.history]
             self.dbsync.record(
                 MirrorUpdate.from_status(view.namespace, view.name, view.spec, view.status, now), executions
             )
             if not is_terminal(view.state):
-                self.queue.add(view.key)
+                self.queue.add(view.key, force=True)
             count += 1
         return count
 
