@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_running: int = Field(10, ge=1, description="Global limit of running Jobs.")
     max_running_per_pipeline: int = Field(5, ge=1)
     resync_interval_seconds: float = Field(300.0, gt=0)
+    gap_check_weeks: int = Field(12, ge=1, description="Weeks the operator's periodic gap check covers.")
+    gap_check_interval_seconds: float = Field(
+        900.0, gt=0, description="How often the operator refreshes market_spine_partition_gaps."
+    )
     metrics_port: int = Field(9102, ge=1, le=65535)
     health_port: int = Field(8080, ge=1, le=65535)
     peering: str | None = Field(None, description="Kopf peering name for two replicas; None = standalone.")

@@ -258,5 +258,5 @@ def test_an_ingest_names_its_source(params: dict[str, str]) -> None:
 
 
 def test_an_ingest_without_a_source_is_refused() -> None:
-    with pytest.raises(ValidationError, match="needs params.file"):
+    with pytest.raises(ValidationError, match=r"needs params\.file"):
         minimal(pipeline=INGEST, params={"capture_id": "x"})

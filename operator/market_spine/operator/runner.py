@@ -36,6 +36,8 @@ from market_spine.operator.dbsync import RETRY_DELAYS, DbSync
 from market_spine.operator.handlers import OUR_JOBS, build_registry
 from market_spine.operator.metrics import Metrics
 from market_spine.operator.reconciler import Clock, Reconciler, ReconcilerOptions
+from market_spine.services.doctor import DoctorOptions
+from market_spine.services.doctor import check as check_gaps
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +278,34 @@ async def run_async(
         runtime.close()
 
 
+def doctor_gap_probe(engine: Engine, settings: Settings) -> GapProbe:
+    """The doctor's check, as the operator's periodic probe behind ``market_spine_partition_gaps``
+    (the series the chart's MarketSpinePartitionGaps alert watches): missing partitions over the
+    last ``gap_check_weeks`` weeks, with the same calendar settings as ``spine doctor``."""
+    options = DoctorOptions(
+        weeks=settings.gap_check_weeks,
+        weekday=settings.week_ending_weekday,
+        publication_lag_days=settings.publication_lag_days,
+        stale_after_days=None,
+    )
+
+    def probe() -> Mapping[str, int]:
+        report = check_gaps(engine, options, datetime.now(UTC).date())
+        return {options.domain: len(report.missing)}
+
+    return probe
+
+
 def run(settings: Settings) -> None:
     """``spine operator run``: structured (JSON) logs, SIGTERM stops gracefully."""
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
     logging.getLogger("market_spine").setLevel(logging.INFO)
-    asyncio.run(run_async(settings))
+    runtime = build_runtime(settings)
+    asyncio.run(
+        run_async(
+            settings,
+            runtime=runtime,
+            gap_probe=doctor_gap_probe(runtime.engine, settings),
+            gap_probe_interval=settings.gap_check_interval_seconds,
+        )
+    )
