@@ -386,6 +386,47 @@ def test_tiers_are_configurable(render: Callable[..., Rendered]) -> None:
     assert [r["metadata"]["name"] for r in none.of_kind("Role")] == ["ms-market-spine-operator"]
 
 
+def _calendar_envs(rendered: Rendered) -> dict[str, dict[str, dict[str, Any]]]:
+    """The env of the operator, the doctor and each enqueue container, by workload name."""
+    workloads = [rendered.one("Deployment"), *rendered.of_kind("CronJob")]
+    return {w["metadata"]["name"]: env_of(pod_specs(w)[0]["containers"][0]) for w in workloads}
+
+
+def test_calendar_settings_reach_operator_doctor_and_enqueue(
+    all_features: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """calendar.* becomes SPINE_WEEK_ENDING_WEEKDAY and SPINE_PUBLICATION_LAG_DAYS (JSON), read by
+    Settings exactly as the values file says, in the operator and in every CronJob."""
+    envs = _calendar_envs(all_features)
+    assert set(envs) == {
+        "ms-market-spine",
+        "ms-market-spine-doctor",
+        "ms-market-spine-enqueue-nms-tier-1",
+        "ms-market-spine-enqueue-nms-tier-2",
+        "ms-market-spine-enqueue-otc",
+    }
+    for name, env in envs.items():
+        assert env["SPINE_WEEK_ENDING_WEEKDAY"]["value"] == "4", name
+        for var in ("SPINE_WEEK_ENDING_WEEKDAY", "SPINE_PUBLICATION_LAG_DAYS"):
+            monkeypatch.setenv(var, env[var]["value"])
+        settings = Settings()
+        assert settings.week_ending_weekday == 4, name
+        assert {tier.value: days for tier, days in settings.publication_lag_days.items()} == {
+            "NMS_TIER_1": 14,
+            "NMS_TIER_2": 14,
+            "OTC": 21,
+        }, name
+
+
+def test_calendar_defaults(default: Rendered) -> None:
+    """By default: Monday weeks (the Settings default) and no publication lag variable at all."""
+    envs = _calendar_envs(default)
+    assert len(envs) == 5
+    for name, env in envs.items():
+        assert env["SPINE_WEEK_ENDING_WEEKDAY"]["value"] == str(Settings.model_fields["week_ending_weekday"].default)
+        assert "SPINE_PUBLICATION_LAG_DAYS" not in env, name
+
+
 # --- images ----------------------------------------------------------------------------------------
 
 

@@ -43,6 +43,10 @@ def test_wrong_type_is_rejected_by_helm(template: Callable[..., HelmResult]) -> 
         (["prometheus.serviceMonitor.interval=30 seconds"], "/prometheus/serviceMonitor/interval"),
         (["operator.resources.limit.memory=1Gi"], "/operator/resources"),
         (["containerSecurityContext.readOnlyRootFilesytem=true"], "/containerSecurityContext"),
+        (["calendar.weekEndingWeekday=7"], "/calendar/weekEndingWeekday"),
+        (["calendar.publicationLagDays.OTC=-1"], "/calendar/publicationLagDays/OTC"),
+        # Helm reports a property-name violation at the root: "invalid propertyName 'NMS_TIER_3'".
+        (["calendar.publicationLagDays.NMS_TIER_3=14"], ""),
     ],
 )
 def test_schema_rejects_bad_values(template: Callable[..., HelmResult], sets: list[str], where: str) -> None:

@@ -110,6 +110,19 @@ helm.sh/chart: {{ include "market-spine.chart" .ctx }}
       key: {{ include "market-spine.databaseSecretKey" . }}
 {{- end -}}
 
+{{/*
+The calendar settings (SPINE_WEEK_ENDING_WEEKDAY, SPINE_PUBLICATION_LAG_DAYS as JSON, only when
+set) of the operator, the doctor CronJob and the enqueue CronJobs.
+*/}}
+{{- define "market-spine.calendarEnv" -}}
+- name: SPINE_WEEK_ENDING_WEEKDAY
+  value: {{ .Values.calendar.weekEndingWeekday | quote }}
+{{- with .Values.calendar.publicationLagDays }}
+- name: SPINE_PUBLICATION_LAG_DAYS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* Pod-level settings shared by every pod of the chart. */}}
 {{- define "market-spine.podCommon" -}}
 {{- with .Values.global.imagePullSecrets }}
