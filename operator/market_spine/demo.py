@@ -144,9 +144,9 @@ def main() -> int:
     for gap in doctor["gaps"]:
         print(f"  - {gap['kind']}: {gap['remediation']}")
 
-    print(f"\n4. Most concentrated symbols, week {weeks[-1]} (spine query hhi …)")
+    print(f"\n4. Most concentrated symbols traded on 2+ venues, week {weeks[-1]} (spine query hhi …)")
     for tier in tiers:
-        rows = top_concentrated(engine, weeks[-1], tier, limit=5)
+        rows = top_concentrated(engine, weeks[-1], tier, limit=5, min_venues=2)
         print(f"  {tier.value}:")
         for row in rows:
             print(f"    {row['symbol']:<8} HHI {row['hhi']:.4f}  venues {row['venue_count']}  volume {row['volume']:,}")

@@ -139,3 +139,21 @@ def test_both_real_weeks_coexist_as_partitions(engine: Engine, finra_files: list
     for week, expected_rows, expected_symbols, _ in EXPECTED.values():
         assert count(engine, raw, week_ending=week) == expected_rows
         assert count(engine, symbol_hhi, week_ending=week) == expected_symbols
+
+
+def test_top_concentrated_ranks_by_hhi_and_can_leave_out_single_venue_symbols(
+    engine: Engine, finra_files: list[Path]
+) -> None:
+    from market_spine.services.query import hhi, top_concentrated
+
+    name = sorted(EXPECTED)[0]
+    week = EXPECTED[name][0]
+    run_chain(engine, _real_file(finra_files, name), week, Tier.OTC)
+    everything = hhi(engine, week, Tier.OTC)
+    multi = [r for r in everything if r["venue_count"] >= 2]
+    top = top_concentrated(engine, week, Tier.OTC, limit=20, min_venues=2)
+    assert len(top) == 20
+    assert all(r["venue_count"] >= 2 for r in top)
+    assert [r["hhi"] for r in top] == sorted((r["hhi"] for r in top), reverse=True)
+    assert top[0]["hhi"] == max(r["hhi"] for r in multi)
+    assert top_concentrated(engine, week, Tier.OTC, limit=1)[0]["hhi"] == 1.0  # single venues lead otherwise

@@ -118,14 +118,21 @@ def tier_share(engine: Engine, week_ending: date, tier: Tier, *, capture_id: str
 
 
 def top_concentrated(
-    engine: Engine, week_ending: date, tier: Tier, limit: int = 10, *, capture_id: str | None = None
+    engine: Engine,
+    week_ending: date,
+    tier: Tier,
+    limit: int = 10,
+    *,
+    capture_id: str | None = None,
+    min_venues: int = 1,
 ) -> list[Row]:
-    """The most concentrated symbols: highest HHI first, ties by larger volume, then symbol."""
+    """The most concentrated symbols: highest HHI first, ties by larger volume, then symbol.
+    ``min_venues=2`` leaves out single-venue symbols, whose HHI is 1 by definition."""
     source = _source(engine, symbol_hhi, week_ending, tier, capture_id)
     names = ("symbol", "hhi", "venue_count", "volume", *_CAPTURE_FIELDS)
     query = (
         _partition_query(source, names, week_ending, tier, capture_id)
-        .where(source.c.hhi.is_not(None))
+        .where(source.c.hhi.is_not(None), source.c.venue_count >= min_venues)
         .order_by(source.c.hhi.desc(), source.c.volume.desc(), source.c.symbol)
         .limit(limit)
     )
