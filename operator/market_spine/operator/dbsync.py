@@ -271,9 +271,10 @@ class DbSync:
             except IntegrityError:
                 # UNIQUE(work_item_id, attempt): an earlier SpineWorkItem of the same partition
                 # (deleted, then enqueued again) used this attempt number. Keep the execution
-                # and its outcome; leave its number out.
+                # (its Job name tells which one it was) under the item's next free number.
+                taken = [row.attempt for row in repo.executions_for(conn, item_id)] if item_id is not None else []
                 with conn.begin_nested():
-                    repo.upsert_execution(conn, replace(record, attempt=None))
+                    repo.upsert_execution(conn, replace(record, attempt=max(taken, default=0) + 1))
 
     # --- reads ------------------------------------------------------------------------------
 

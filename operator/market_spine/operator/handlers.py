@@ -3,14 +3,14 @@
 Called by ``operator.runner``, which builds a fresh registry per run with :func:`build_registry`
 (so tests can start and stop many operators in one process). What Kopf provides here: login with
 the same credentials as our own API client, resilient watch streams of SpineWorkItems and of the
-operator's Jobs, in-memory indexes of both (Kopf fills them from the initial listings before it
-calls any other handler, so the first reconciliations already see every existing Job), peering
-between replicas, and the liveness endpoint with its probes.
+operator's Jobs, the guarantee that no handler runs before both initial listings are complete,
+peering between replicas, and the liveness endpoint with its probes.
 
-Every handler is ``@kopf.on.event``: it runs for each watch event, including the initial listing
-after a (re)start, which is how the operator resumes. None of them writes to the object through
-Kopf — no finalizers, no progress annotations — all status writes are the reconciler's,
-conditional on ``resourceVersion``.
+The index functions see every watch event (the initial listing after a (re)start included, which
+is how the operator resumes) and hand it to the reconciler; the two ``@kopf.on.event`` handlers
+report deletions and the end of the initial listings. None of them writes to an object through
+Kopf — no finalizers, no progress annotations, no diff-base — all status writes are the
+reconciler's, conditional on ``resourceVersion``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import kopf
 from market_spine.core.partitions import DOMAIN
 from market_spine.core.resource import GROUP, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
 from market_spine.kube.jobs import job_view
-from market_spine.operator.reconciler import Reconciler, item_view
+from market_spine.operator.reconciler import Reconciler, item_record
 
 
 def _identity(body: kopf.Body) -> tuple[str, str, str, str]:
@@ -72,9 +72,9 @@ def build_registry(
 
     @kopf.index(GROUP, VERSION, PLURAL, id=ITEMS_INDEX, registry=registry)
     async def spine_work_items(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bool]:
-        view = item_view(body)
-        reconciler.item_event(view, _identity(body))
-        return {view.key: True}
+        record = item_record(body)
+        reconciler.item_event(record, _identity(body))
+        return {record.key: True}
 
     @kopf.index("batch", "v1", "jobs", labels=OUR_JOBS, id=JOBS_INDEX, registry=registry)
     async def spine_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bool]:

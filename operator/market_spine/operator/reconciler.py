@@ -1,11 +1,13 @@
 """The reconciler: turns the pure planner's decisions into Jobs, status writes, Events and rows.
 
 Called by the Kopf handlers (``operator.handlers``), which only feed it: the watch events of
-SpineWorkItems and of their Jobs add the item's key to a :class:`~.queueing.WorkQueue`, and a few
-workers reconcile keys one at a time per item. Reconciling an item means:
+SpineWorkItems and of their Jobs update the reconciler's view of the cluster and add the item's key
+to a :class:`~.queueing.WorkQueue`; a few workers reconcile keys one at a time per item. Events
+that change nothing a decision depends on (the echo of our own write, a Job still in the state we
+created it in, a duplicate) are recognised and cost no decision. Reconciling an item means:
 
-1. read its latest state (Kopf's index of the watch stream, or this operator's own newer write),
-   and the Job of its current attempt (the Jobs index, or a GET to be sure before calling it gone);
+1. read its latest state (from the watch, or this operator's own newer write), and the Job of its
+   current attempt (from the watch, or a GET to be sure before calling it gone);
 2. ask a concurrency slot if it is due to start (``queueing.Admission``);
 3. call ``core.reconcile.plan`` (pure: states, backoff, timeouts, conditions, events);
 4. carry the plan out, in an order that is safe to interrupt anywhere: delete a Job (cancel or
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -38,6 +41,8 @@ from pydantic import ValidationError
 
 from market_spine.config import Settings
 from market_spine.core import reconcile as core
+from market_spine.core.naming import work_item_name
+from market_spine.core.partitions import DOMAIN
 from market_spine.core.resource import (
     ANNOTATION_UPSTREAM_EXECUTION,
     PARAM_FLAGS,
@@ -49,7 +54,7 @@ from market_spine.core.resource import (
 )
 from market_spine.core.stages import next_pipeline
 from market_spine.core.states import WorkState, is_terminal
-from market_spine.core.workitem import WorkItemSpec
+from market_spine.core.workitem import DEFAULT_PRIORITY, WorkItemSpec
 from market_spine.kube import client as kube
 from market_spine.kube.events import event_manifest
 from market_spine.kube.jobs import JobView, build_job, job_view, observe, pod_outcome, reported_capture
@@ -67,7 +72,8 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class ItemView:
-    """What the operator keeps in memory about one SpineWorkItem (Kopf's index holds these)."""
+    """One SpineWorkItem, parsed: what a decision about it is made from (built on demand from an
+    :class:`ItemRecord`, and dropped after the decision)."""
 
     namespace: str
     name: str
@@ -89,33 +95,104 @@ class ItemView:
         return self.status.state
 
 
-def item_view(body: Mapping[str, Any]) -> ItemView:
-    """Parse a SpineWorkItem; never raises (a bad spec is kept as ``spec_error`` and ends in FAILED)."""
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """What the operator keeps in memory about one SpineWorkItem between decisions: the few fields
+    it looks at across items (limits, priorities, duplicates, metrics) and the rest as compact JSON.
+    A parsed object weighs about five times as much, which matters with ten thousand of them."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    created: str
+    deleting: bool
+    domain: str
+    pipeline: str
+    priority: int
+    desired: str  # spec.desiredAt, or creationTimestamp: the order among equal priorities
+    week: str
+    tier: str
+    state: WorkState | None
+    total_attempts: int
+    current_job: str | None
+    spec_json: bytes
+    status_json: bytes
+
+    @property
+    def key(self) -> Key:
+        return self.namespace, self.name
+
+    def view(self) -> ItemView:
+        """Parse it; never raises (a bad spec is kept as ``spec_error`` and ends in FAILED)."""
+        spec: WorkItemResourceSpec | None = None
+        error: str | None = None
+        try:
+            spec = WorkItemResourceSpec.model_validate_json(self.spec_json)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            error = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        try:
+            status = WorkItemStatus.model_validate_json(self.status_json)
+        except ValidationError:
+            status = WorkItemStatus()  # unreadable status (not written by us): start over from PENDING
+        return ItemView(
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            resource_version=self.resource_version,
+            generation=self.generation,
+            created=self.created,
+            deleting=self.deleting,
+            spec=spec,
+            spec_error=error,
+            status=status,
+        )
+
+
+def _state(value: object) -> WorkState | None:
+    try:
+        return WorkState(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def item_record(body: Mapping[str, Any]) -> ItemRecord:
+    """The record of a SpineWorkItem from its JSON (a watch event, or an API answer)."""
     meta = body.get("metadata") or {}
-    spec: WorkItemResourceSpec | None = None
-    error: str | None = None
-    try:
-        spec = WorkItemResourceSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        error = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
-    try:
-        status = WorkItemStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = WorkItemStatus()  # unreadable status (not written by us): start over from PENDING
-    return ItemView(
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    raw_partition = spec.get("partition")
+    partition: Mapping[str, Any] = raw_partition if isinstance(raw_partition, Mapping) else {}
+    created = str(meta.get("creationTimestamp") or "")
+    priority = spec.get("priority", DEFAULT_PRIORITY)
+    total = status.get("totalAttempts") or 0
+    return ItemRecord(
         namespace=str(meta.get("namespace")),
         name=str(meta.get("name")),
         uid=str(meta.get("uid") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),
         generation=int(meta.get("generation") or 0),
-        created=str(meta.get("creationTimestamp") or ""),
+        created=created,
         deleting=bool(meta.get("deletionTimestamp")),
-        spec=spec,
-        spec_error=error,
-        status=status,
+        domain=str(spec.get("domain") or DOMAIN),
+        pipeline=str(spec.get("pipeline") or ""),
+        priority=priority if isinstance(priority, int) else DEFAULT_PRIORITY,
+        desired=str(spec.get("desiredAt") or created),
+        week=str(partition.get("weekEnding") or ""),
+        tier=str(partition.get("tier") or ""),
+        state=_state(status.get("state")),
+        total_attempts=total if isinstance(total, int) else 0,
+        current_job=status.get("currentJob") or None,
+        spec_json=json.dumps(spec, separators=(",", ":")).encode(),
+        status_json=json.dumps(status, separators=(",", ":")).encode(),
     )
+
+
+def item_view(body: Mapping[str, Any]) -> ItemView:
+    return item_record(body).view()
 
 
 def _newer(a: str, b: str) -> bool:
@@ -175,12 +252,13 @@ class Reconciler:
         )
         # What the operator knows of the cluster: the newest version of every work item, and our
         # Jobs by work item. Fed by Kopf's index functions (every watch event) and our own writes.
-        self._items: dict[Key, ItemView] = {}
+        self._items: dict[Key, ItemRecord] = {}
         self._jobs: dict[Key, dict[str, JobView]] = {}
         self._seen: dict[Key, tuple[object, ...]] = {}  # signature of each item's last decision
         # (ns, domain, pipeline, week, tier) -> {key: (started, created)}: spots two objects for one partition
         self._by_partition: dict[tuple[str, ...], dict[Key, tuple[bool, str]]] = {}
-        self._events: asyncio.Queue[tuple[ItemView, core.Note, datetime]] = asyncio.Queue()
+        # (namespace, name, uid) of the item, the Event, when: small, so a burst's backlog is cheap
+        self._events: asyncio.Queue[tuple[tuple[str, str, str], core.Note, datetime]] = asyncio.Queue()
         self.synced = asyncio.Event()  # set once Kopf's indexes are filled from the initial lists
         self._background: set[asyncio.Task[None]] = set()
         self.reconciles = 0  # decisions made (events that changed nothing are not counted)
@@ -188,7 +266,7 @@ class Reconciler:
 
     # --- feeding (called by the Kopf handlers) ---------------------------------------------
 
-    def item_event(self, view: ItemView, identity: tuple[str, ...]) -> None:
+    def item_event(self, view: ItemRecord, identity: tuple[str, ...]) -> None:
         """A work item was listed, added or changed (from Kopf's index function, which sees every
         watch event but deletions). ``identity``: (domain, pipeline, week, tier), to spot two
         objects for one partition.
@@ -198,9 +276,9 @@ class Reconciler:
         self.events_seen += 1
         key = view.key
         self._remember(view)
-        self._by_partition.setdefault((key[0], *identity), {})[key] = (bool(view.status.total_attempts), view.created)
-        if view.spec is not None:
-            self.admission.observe(key, view.spec.pipeline, view.state is WorkState.RUNNING)
+        self._by_partition.setdefault((key[0], *identity), {})[key] = (bool(view.total_attempts), view.created)
+        if view.pipeline:
+            self.admission.observe(key, view.pipeline, view.state is WorkState.RUNNING)
         self.queue.add(key)
 
     def item_deleted(self, key: Key, identity: tuple[str, ...]) -> None:
@@ -232,27 +310,27 @@ class Reconciler:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def _remember(self, view: ItemView) -> None:
+    def _remember(self, view: ItemRecord) -> None:
         """Keep the newest version we know: from the watch, or from our own write's answer (which
         can be newer than the watch has shown yet)."""
         known = self._items.get(view.key)
         if known is None or known.uid != view.uid or not _newer(known.resource_version, view.resource_version):
             self._items[view.key] = view
 
-    def current(self, key: Key) -> ItemView | None:
+    def current(self, key: Key) -> ItemRecord | None:
         return self._items.get(key)
 
     def jobs_of(self, key: Key) -> list[JobView]:
         return list(self._jobs.get(key, {}).values())
 
-    def all_items(self) -> list[ItemView]:
+    def all_items(self) -> list[ItemRecord]:
         return list(self._items.values())
 
     def state_counts(self) -> dict[tuple[str, WorkState], int]:
         counts: dict[tuple[str, WorkState], int] = {}
         for view in self.all_items():
-            if view.spec is not None:
-                k = (view.spec.domain, view.state or WorkState.PENDING)
+            if view.pipeline:
+                k = (view.domain, view.state or WorkState.PENDING)
                 counts[k] = counts.get(k, 0) + 1
         return counts
 
@@ -298,26 +376,27 @@ class Reconciler:
             finally:
                 self.queue.done(key)
 
-    def _signature(self, view: ItemView) -> tuple[object, ...]:
-        """What a decision about ``view`` depends on, besides the clock: its version and the state
+    def _signature(self, record: ItemRecord) -> tuple[object, ...]:
+        """What a decision about an item depends on, besides the clock: its version and the state
         of the Job of its current attempt (as the watch shows it)."""
-        name = view.status.current_job
-        job = self._jobs.get(view.key, {}).get(name) if name else None
-        return (view.uid, view.resource_version, name, job is not None and (job.started, job.succeeded, job.failed))
+        name = record.current_job
+        job = self._jobs.get(record.key, {}).get(name) if name else None
+        return (record.uid, record.resource_version, name, job is not None and (job.started, job.succeeded, job.failed))
 
     async def reconcile(self, key: Key, *, forced: bool = True) -> None:
-        view = self.current(key)
-        if view is None or view.deleting:
+        record = self.current(key)
+        if record is None or record.deleting:
             self.admission.forget(key)
             self._seen.pop(key, None)
             return
         # Watch events of our own writes, and of Jobs in the state we just created them in, come
         # back here: nothing changed, so there is nothing to decide (time-based wake-ups, granted
         # slots and retries are forced).
-        signature = self._signature(view)
+        signature = self._signature(record)
         if not forced and self._seen.get(key) == signature:
             return
         self.reconciles += 1
+        view = record.view()
         now = self.clock()
         job = None
         if view.state is WorkState.RUNNING and view.status.current_job:
@@ -335,38 +414,35 @@ class Reconciler:
             spec_error=view.spec_error,
             pipeline_error=pipeline_error,
             may_start=False,
-            duplicate_of=self._duplicate_of(view),
+            duplicate_of=self._duplicate_of(record),
         )
         if core.wants_to_start(obs) and view.spec is not None:
-            obs = replace(obs, may_start=self.admission.request(key, view.spec.pipeline, self._order(view)))
+            obs = replace(obs, may_start=self.admission.request(key, view.spec.pipeline, self._order(record)))
         plan = core.plan(obs, self.timing, self.options.rng)
-        await self._execute(view, obs, plan)
+        await self._execute(view, obs, plan, signature)
 
-    def _duplicate_of(self, view: ItemView) -> str | None:
+    def _duplicate_of(self, record: ItemRecord) -> str | None:
         """The older work item of the same partition, if this one has never started."""
-        if view.spec is None or view.status.total_attempts:
+        if record.total_attempts:
             return None
-        part = view.spec.partition
-        identity = (view.namespace, view.spec.domain, view.spec.pipeline, part.week_ending.isoformat(), part.tier.value)
-        same = self._by_partition.get(identity, {})
+        same = self._by_partition.get((record.namespace, record.domain, record.pipeline, record.week, record.tier), {})
         if len(same) < 2:
             return None
         # One that already ran wins, then the one named as `spine work enqueue` names it, then the
         # oldest (timestamps have one-second resolution, so ties are broken by name).
-        canonical = view.spec.name
+        canonical = work_item_name(record.domain, record.pipeline, {"week_ending": record.week, "tier": record.tier})
         keeper = min(same.items(), key=lambda kv: (not kv[1][0], kv[0][1] != canonical, kv[1][1], kv[0][1]))[0]
-        return None if keeper == view.key else keeper[1]
+        return None if keeper == record.key else keeper[1]
 
     def _rank(self, key: Key) -> tuple[object, ...]:
-        view = self.current(key)
-        if view is None or view.spec is None:
+        record = self.current(key)
+        if record is None or not record.pipeline:
             return (0,)
-        return (1, *self._order(view))
+        return (1, *self._order(record))
 
-    def _order(self, view: ItemView) -> Order:
-        assert view.spec is not None
-        desired = view.spec.desired_at.isoformat() if view.spec.desired_at else view.created
-        return (-view.spec.priority, desired, view.created, view.name)
+    @staticmethod
+    def _order(record: ItemRecord) -> Order:
+        return (-record.priority, record.desired, record.created, record.name)
 
     async def _observe_job(self, view: ItemView) -> core.JobObservation:
         name = view.status.current_job
@@ -393,7 +469,9 @@ class Reconciler:
 
     # --- carrying a plan out ----------------------------------------------------------------
 
-    async def _execute(self, view: ItemView, obs: core.Observation, plan: core.Plan) -> None:
+    async def _execute(
+        self, view: ItemView, obs: core.Observation, plan: core.Plan, signature: tuple[object, ...]
+    ) -> None:
         key = view.key
         if plan.delete_job:
             await self._delete_job(view.namespace, plan.delete_job)
@@ -412,20 +490,21 @@ class Reconciler:
         if plan.chain:
             notes += await self._chain(view, plan.status)
         if plan.changed:
-            written = await self._write_status(view, plan.status)
-            if written is None:
+            record = await self._write_status(view, plan.status)
+            if record is None:
                 self.admission.release(key)
                 self._seen.pop(key, None)
                 self.queue.add(key, force=True)
                 return
-            self._remember(written)
+            self._remember(record)
+            written = replace(view, resource_version=record.resource_version, status=plan.status)
             self._after_write(written, obs, plan, notes)
-            signature = self._signature(written)
+            signature = self._signature(record)
             if plan.create_job is not None:  # its Job arrives from the watch just as we created it
                 signature = (*signature[:3], (False, False, False))
             self._seen[key] = signature
         else:
-            self._seen[key] = self._signature(view)
+            self._seen[key] = signature
             if view.spec is not None and view.state is not WorkState.RUNNING:
                 self.admission.release(key)
         if plan.wake_at is not None:
@@ -464,16 +543,16 @@ class Reconciler:
             return str(exc)
         return None
 
-    async def _write_status(self, view: ItemView, status: WorkItemStatus) -> ItemView | None:
+    async def _write_status(self, view: ItemView, status: WorkItemStatus) -> ItemRecord | None:
         patch = {"metadata": {"resourceVersion": view.resource_version}, "status": status.to_manifest_status()}
         path = kube.swi_path(view.namespace, view.name, status=True)
         try:
-            return item_view(await self.call(self.client.merge_patch, path, patch))
+            return item_record(await self.call(self.client.merge_patch, path, patch))
         except kube.ConflictError:
             # Someone changed the object since we read it. Plan again from the fresh object.
             self.metrics.status_conflicts.inc()
             try:
-                fresh = item_view(await self.call(self.client.get, kube.swi_path(view.namespace, view.name)))
+                fresh = item_record(await self.call(self.client.get, kube.swi_path(view.namespace, view.name)))
             except kube.NotFoundError:
                 return None
             self._remember(fresh)
@@ -490,7 +569,7 @@ class Reconciler:
         for note in notes:
             if note.reason == "Accepted" and state is not WorkState.PENDING:
                 continue  # the Started (or failure) event that follows says it all
-            self._events.put_nowait((view, note, now))
+            self._events.put_nowait(((view.namespace, view.name, view.uid), note, now))
         if spec is not None:
             self.admission.observe(key, spec.pipeline, state is WorkState.RUNNING)
             if state is not WorkState.RUNNING:
@@ -613,27 +692,35 @@ class Reconciler:
 
     async def _post_events(self) -> None:
         while True:
-            view, note, now = await self._events.get()
-            # Events are the least urgent of an operator's writes: during a burst, Jobs and
-            # status go first (the queue empties within seconds; an Event is never dropped).
+            batch = [await self._events.get()]
+            # Events are the least urgent of an operator's writes: while a burst is being
+            # reconciled, Jobs and status go first; then everything queued meanwhile is posted
+            # (at most a second or two late; an Event is never dropped).
             for _ in range(40):
                 if not len(self.queue):
                     break
                 await asyncio.sleep(0.05)
-            body = event_manifest(
-                namespace=view.namespace,
-                name=view.name,
-                uid=view.uid,
-                kind=note.type,
-                reason=note.reason,
-                message=note.message,
-                now=now,
-                instance=self.identity,
-            )
-            try:
-                await self.call(self.client.create, kube.events_path(view.namespace), body, parse=False)
-            except kube.KubeError as exc:  # events are best effort: the status holds the truth
-                log.info("cannot post event %s on %s/%s: %s", note.reason, view.namespace, view.name, exc)
+            while not self._events.empty():
+                batch.append(self._events.get_nowait())
+            for target, note, now in batch:
+                await self._post_event(target, note, now)
+
+    async def _post_event(self, target: tuple[str, str, str], note: core.Note, now: datetime) -> None:
+        namespace, name, uid = target
+        body = event_manifest(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            kind=note.type,
+            reason=note.reason,
+            message=note.message,
+            now=now,
+            instance=self.identity,
+        )
+        try:
+            await self.call(self.client.create, kube.events_path(namespace), body, parse=False)
+        except kube.KubeError as exc:  # events are best effort: the status holds the truth
+            log.info("cannot post event %s on %s/%s: %s", note.reason, namespace, name, exc)
 
     def events_pending(self) -> int:
         return self._events.qsize()
@@ -644,7 +731,8 @@ class Reconciler:
         """Re-record every work item in the database mirror and re-queue every unfinished one."""
         now = self.clock()
         count = 0
-        for view in self.all_items():
+        for record in self.all_items():
+            view = record.view()
             if view.spec is None or view.state is None:
                 self.queue.add(view.key, force=True)
                 continue
