@@ -286,3 +286,21 @@ def test_a_file_no_attempt_can_fix_fails_at_once_with_its_reason(spine: Spine, t
     assert item["attempts"] == "1/3"  # no retries spent on a file that will not change
     assert str(item["last_error"]).startswith("InputFileError: ")
     assert "2025-12-08" in str(item["last_error"])
+
+
+def test_backfill_enqueues_weeks_by_tiers_at_low_priority_and_is_idempotent(spine: Spine, tmp_path: Path) -> None:
+    args = ("work", "backfill", INGEST, "--from", "2025-12-01", "--to", "2025-12-15", "--landing-dir", str(tmp_path))
+    first = spine(*args)
+    assert first.code == 0, first.err
+    assert first.out.strip() == "backfill: 9 enqueued, 0 already enqueued (9 partitions)"
+    again = spine(*args)
+    assert again.out.strip() == "backfill: 0 enqueued, 9 already enqueued (9 partitions)"
+    items = _items(spine)
+    assert len(items) == 9
+    assert {i["priority"] for i in items} == {25}
+    assert {(i["week_ending"], i["tier"]) for i in items} == {
+        (w, t.value) for w in ("2025-12-01", "2025-12-08", "2025-12-15") for t in Tier
+    }
+    refused = spine("work", "backfill", INGEST, "--from", "2025-12-01", "--to", "2025-12-15")
+    assert refused.code == 2
+    assert "needs params.file" in refused.err

@@ -30,6 +30,7 @@ from market_spine.core.workitem import (
     EnqueueResult,
     FinraPartition,
     WorkItemSpec,
+    enqueue_each,
 )
 from market_spine.errors import UsageError
 from market_spine.services.queue import LocalQueue
@@ -190,17 +191,14 @@ def backfill(
     if not specs:
         raise UsageError(f"no week-ending dates between {first} and {last}")
     target = queue()
-    created = 0
     if sys.stderr.isatty():
         columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, transient=True) as bar:
             task = bar.add_task("backfill", total=len(specs))
-            for spec in specs:
-                created += target.enqueue(spec).created
-                bar.advance(task)
+            results = enqueue_each(target.enqueue, specs, lambda _: bar.advance(task))
     else:
-        for spec in specs:
-            created += target.enqueue(spec).created
+        results = enqueue_each(target.enqueue, specs)
+    created = sum(r.created for r in results)
     print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({len(specs)} partitions)")
 
 

@@ -6,6 +6,7 @@ validates ``spine work enqueue`` arguments, database rows and ``spec`` of a cust
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -91,3 +92,18 @@ class EnqueueResult(BaseModel):
     partition_key: str
     created: bool
     state: str
+
+
+def enqueue_each(
+    enqueue: Callable[[WorkItemSpec], EnqueueResult],
+    specs: Iterable[WorkItemSpec],
+    progress: Callable[[EnqueueResult], None] | None = None,
+) -> list[EnqueueResult]:
+    """Backfill on any backend: enqueue each spec in turn (each one idempotent), reporting progress."""
+    results = []
+    for spec in specs:
+        result = enqueue(spec)
+        results.append(result)
+        if progress:
+            progress(result)
+    return results

@@ -21,7 +21,7 @@ from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN
 from market_spine.core.resource import WorkItemResourceSpec, WorkItemStatus, manifest
 from market_spine.core.states import Event, IllegalTransition, WorkState, is_terminal, transition
-from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec
+from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec, enqueue_each
 from market_spine.errors import NotFound, UsageError
 from market_spine.kube.client import (
     AlreadyExistsError,
@@ -119,13 +119,7 @@ class KubernetesQueue:
     def backfill(
         self, specs: Iterable[WorkItemSpec], progress: Callable[[EnqueueResult], None] | None = None
     ) -> list[EnqueueResult]:
-        results = []
-        for spec in specs:
-            result = self.enqueue(spec)
-            results.append(result)
-            if progress:
-                progress(result)
-        return results
+        return enqueue_each(self.enqueue, specs, progress)
 
     def list(
         self, states: list[WorkState] | None = None, pipeline: str | None = None, limit: int = 200

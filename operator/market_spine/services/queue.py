@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from market_spine.core.partitions import DOMAIN
 from market_spine.core.states import Event, IllegalTransition, WorkState, transition
-from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec
+from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec, enqueue_each
 from market_spine.db import workitems as repo
 from market_spine.errors import NotFound, UsageError
 
@@ -43,13 +43,7 @@ class LocalQueue:
     def backfill(
         self, specs: Iterable[WorkItemSpec], progress: Callable[[EnqueueResult], None] | None = None
     ) -> list[EnqueueResult]:
-        results = []
-        for spec in specs:
-            result = self.enqueue(spec)
-            results.append(result)
-            if progress:
-                progress(result)
-        return results
+        return enqueue_each(self.enqueue, specs, progress)
 
     def list(
         self, states: list[WorkState] | None = None, pipeline: str | None = None, limit: int = 200
