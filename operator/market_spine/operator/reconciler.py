@@ -31,6 +31,8 @@ import functools
 import json
 import logging
 import random
+import sys
+import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -117,7 +119,7 @@ class ItemRecord:
     state: WorkState | None
     total_attempts: int
     current_job: str | None
-    spec_json: bytes
+    spec_json: bytes  # zlib-compressed JSON (a status with its history compresses ~4×)
     status_json: bytes
 
     @property
@@ -129,13 +131,13 @@ class ItemRecord:
         spec: WorkItemResourceSpec | None = None
         error: str | None = None
         try:
-            spec = WorkItemResourceSpec.model_validate_json(self.spec_json)
+            spec = WorkItemResourceSpec.model_validate_json(zlib.decompress(self.spec_json))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             error = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
         try:
-            status = WorkItemStatus.model_validate_json(self.status_json)
+            status = WorkItemStatus.model_validate_json(zlib.decompress(self.status_json))
         except ValidationError:
             status = WorkItemStatus()  # unreadable status (not written by us): start over from PENDING
         return ItemView(
@@ -169,25 +171,26 @@ def item_record(body: Mapping[str, Any]) -> ItemRecord:
     created = str(meta.get("creationTimestamp") or "")
     priority = spec.get("priority", DEFAULT_PRIORITY)
     total = status.get("totalAttempts") or 0
+    intern = sys.intern  # the namespace, domain, pipeline, week and tier repeat across items
     return ItemRecord(
-        namespace=str(meta.get("namespace")),
+        namespace=intern(str(meta.get("namespace"))),
         name=str(meta.get("name")),
         uid=str(meta.get("uid") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),
         generation=int(meta.get("generation") or 0),
         created=created,
         deleting=bool(meta.get("deletionTimestamp")),
-        domain=str(spec.get("domain") or DOMAIN),
-        pipeline=str(spec.get("pipeline") or ""),
+        domain=intern(str(spec.get("domain") or DOMAIN)),
+        pipeline=intern(str(spec.get("pipeline") or "")),
         priority=priority if isinstance(priority, int) else DEFAULT_PRIORITY,
         desired=str(spec.get("desiredAt") or created),
-        week=str(partition.get("weekEnding") or ""),
-        tier=str(partition.get("tier") or ""),
+        week=intern(str(partition.get("weekEnding") or "")),
+        tier=intern(str(partition.get("tier") or "")),
         state=_state(status.get("state")),
         total_attempts=total if isinstance(total, int) else 0,
         current_job=status.get("currentJob") or None,
-        spec_json=json.dumps(spec, separators=(",", ":")).encode(),
-        status_json=json.dumps(status, separators=(",", ":")).encode(),
+        spec_json=zlib.compress(json.dumps(spec, separators=(",", ":")).encode(), 1),
+        status_json=zlib.compress(json.dumps(status, separators=(",", ":")).encode(), 1),
     )
 
 
