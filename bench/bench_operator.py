@@ -208,12 +208,6 @@ def operator_process(kubeconfig: Path, namespace: str, database_url: str, *, lim
     try:
         yield process.pid
     finally:
-        if os.environ.get("SPINE_BENCH_TRACEMALLOC"):
-            process.send_signal(signal.SIGUSR2)
-            time.sleep(5)
-        if os.environ.get("SPINE_BENCH_THREADS"):
-            process.send_signal(signal.SIGUSR1)
-            time.sleep(1)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
@@ -231,54 +225,11 @@ def child(real: bool) -> None:
     from market_spine.operator.runner import build_runtime, run_async
 
     logging.basicConfig(level=logging.WARNING)
+    for noisy in ("kopf", "asyncio"):  # Kopf's watch streams complain when SIGTERM ends them
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     settings = load_settings()
     options = ReconcilerOptions(job_managed_by=MANAGED_BY_BENCH if real else None)
     runtime = build_runtime(settings, options=options)
-    sample = os.environ.get("SPINE_BENCH_SAMPLE")  # a file for sampled stacks of every thread
-    if sample:
-        sys.path.insert(0, "/tmp/sm")
-        import sampler
-
-        sampler.start(0.002)
-        try:
-            asyncio.run(run_async(settings, runtime=runtime, metrics_port=None, health_port=None))
-        finally:
-            with open(sample, "w") as out:
-                for k, v in sampler.FUNCS.most_common(80):
-                    print(v, k, file=out)
-                print("----", file=out)
-                for k, v in sampler.COUNTS.most_common(40):
-                    print(v, k, file=out)
-        return
-    if os.environ.get("SPINE_BENCH_TRACEMALLOC"):
-        import tracemalloc
-
-        tracemalloc.start(8)
-
-        def snapshot(*_: Any) -> None:
-            top = tracemalloc.take_snapshot().statistics("filename")
-            with open(os.environ["SPINE_BENCH_TRACEMALLOC"], "w") as out:
-                for stat in top[:40]:
-                    print(stat, file=out)
-
-        signal.signal(signal.SIGUSR2, snapshot)
-    if os.environ.get("SPINE_BENCH_TRACEMALLOC"):
-        import tracemalloc
-
-        tracemalloc.start(8)
-
-        def snapshot(*_: Any) -> None:
-            top = tracemalloc.take_snapshot().statistics("filename")
-            with open(os.environ["SPINE_BENCH_TRACEMALLOC"], "w") as out:
-                for stat in top[:40]:
-                    print(stat, file=out)
-
-        signal.signal(signal.SIGUSR2, snapshot)
-    if os.environ.get("SPINE_BENCH_THREADS"):
-        sys.path.insert(0, "/tmp/sm")
-        import threadcpu
-
-        signal.signal(signal.SIGUSR1, lambda *_: threadcpu.dump())
     profile = os.environ.get("SPINE_BENCH_PROFILE")  # a file for cProfile stats of the event loop
     if profile:
         import cProfile

@@ -695,18 +695,13 @@ class Reconciler:
 
     async def _post_events(self) -> None:
         while True:
-            batch = [await self._events.get()]
-            # Events are the least urgent of an operator's writes: while a burst is being
-            # reconciled, Jobs and status go first; then everything queued meanwhile is posted
-            # (at most a second or two late; an Event is never dropped).
-            for _ in range(40):
-                if not len(self.queue):
-                    break
-                await asyncio.sleep(0.05)
-            while not self._events.empty():
-                batch.append(self._events.get_nowait())
-            for target, note, now in batch:
-                await self._post_event(target, note, now)
+            target, note, now = await self._events.get()
+            await self._post_event(target, note, now)
+            # Events are the least urgent of an operator's writes: while items wait to be
+            # reconciled, Jobs and status go first and Events trickle out (at most ~100/s, so they
+            # are never starved); when the queue is empty they go out as fast as they come.
+            if len(self.queue):
+                await asyncio.sleep(0.01)
 
     async def _post_event(self, target: tuple[str, str, str], note: core.Note, now: datetime) -> None:
         namespace, name, uid = target
