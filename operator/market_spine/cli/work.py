@@ -131,13 +131,22 @@ def enqueue(
     desired_at: Annotated[
         str | None, typer.Option("--desired-at", help="Do not start before (ISO, with zone).")
     ] = None,
+    capture_date: Annotated[
+        str | None,
+        typer.Option(
+            "--capture-date", help="Capture day the ingest records (YYYY-MM-DD, UTC); default: the run's day."
+        ),
+    ] = None,
     chain: ChainOpt = False,
 ) -> None:
     """Enqueue one partition. Enqueueing an existing partition is a reported no-op (exit 0)."""
+    params = source_params(file, source)
+    if capture_date:
+        params["capture_date"] = context.parse_date(capture_date, "--capture-date").isoformat()
     spec = _spec(
         pipeline,
         context.partition(week_ending, tier),
-        params=source_params(file, source),
+        params=params,
         priority=priority,
         max_attempts=max_attempts,
         backoff_seconds=backoff_seconds,

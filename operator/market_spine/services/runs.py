@@ -62,8 +62,9 @@ def run_stage(
 
 
 def downstream_params(params: Mapping[str, str], capture_id: str) -> dict[str, str]:
-    """Parameters for the next stage: read exactly the capture this stage wrote, not a source."""
-    kept = {k: v for k, v in params.items() if k not in ("file", "source", "url", "capture_id")}
+    """Parameters for the next stage: read exactly the capture this stage wrote, not a source (nor
+    the capture day, which only names a new capture)."""
+    kept = {k: v for k, v in params.items() if k not in ("file", "source", "url", "capture_date", "capture_id")}
     return kept | {"capture_id": capture_id}
 
 
