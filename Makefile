@@ -7,11 +7,25 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast lint typecheck layers bench chart-test e2e helm clean
+# A real Kubernetes control plane for the tests, by envtest's convention: KUBEBUILDER_ASSETS names
+# a folder with etcd, kube-apiserver and kube-controller-manager. Unless it is set already, it is
+# ../shared/k8s/'s archive, unpacked once into .cache/k8s (linux/amd64 binaries). Without either,
+# the tests that need a real API server skip, saying so.
+K8S_ARCHIVE := $(firstword $(wildcard ../shared/k8s/kubernetes-*-linux-amd64.tar.xz))
+ifeq ($(shell uname -m),x86_64)
+ifneq ($(K8S_ARCHIVE),)
+K8S_ASSETS := $(CURDIR)/.cache/k8s/$(patsubst %-linux-amd64.tar.xz,%,$(notdir $(K8S_ARCHIVE)))/bin
+KUBEBUILDER_ASSETS ?= $(K8S_ASSETS)
+export KUBEBUILDER_ASSETS
+endif
+endif
+
+.PHONY: help install demo test test-slow test-fast lint typecheck layers bench chart-test e2e helm k8s-assets clean
 
 help:
 	@echo "make demo        run the main job: real FINRA weeks through the local work queue (embedded PostgreSQL)"
-	@echo "make test        run the test suite (embedded PostgreSQL, Kubernetes API emulator, Helm)"
+	@echo "make test        run the test suite (embedded PostgreSQL, a real kube-apiserver, Helm); not the slow suites"
+	@echo "make test-slow   the slow suites (Helm end to end on the real control plane, bursts); CI runs them"
 	@echo "make lint        ruff"
 	@echo "make typecheck   mypy --strict"
 	@echo "make layers      import-linter contracts (the pure core stays pure)"
@@ -30,11 +44,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m market_spine.demo
 
-test: $(STAMP) helm
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) helm k8s-assets
+	$(BIN)/pytest -m 'not slow and not e2e' $(PYTEST_ARGS)
 
+test-slow: $(STAMP) helm k8s-assets
+	$(BIN)/pytest -m 'slow and not e2e' $(PYTEST_ARGS)
+
+# The quickest loop: the Kubernetes API emulator instead of the real control plane.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
+	SPINE_TEST_KUBE=emulator $(BIN)/pytest -m 'not slow and not e2e' $(PYTEST_ARGS)
+
+k8s-assets:
+ifdef K8S_ASSETS
+	@test -x $(K8S_ASSETS)/kube-apiserver || { mkdir -p .cache/k8s && tar -xJf $(K8S_ARCHIVE) -C .cache/k8s; }
+else
+	@echo "no ../shared/k8s archive for this machine: tests that need a real kube-apiserver will skip"
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests bench

@@ -43,7 +43,6 @@ from market_spine.kube.client import KubeClient, load_configuration
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 200.0
-MANAGED_BY_BENCH = "spine.marketspine.io/bench"  # keeps a real cluster's Job controller off our Jobs
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
@@ -106,8 +105,6 @@ def job_body(namespace: str, index: int, real: bool) -> dict[str, Any]:
             },
         },
     }
-    if real:
-        body["spec"]["managedBy"] = MANAGED_BY_BENCH
     return body
 
 
@@ -228,8 +225,7 @@ def child(real: bool) -> None:
     for noisy in ("kopf", "asyncio"):  # Kopf's watch streams complain when SIGTERM ends them
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     settings = load_settings()
-    options = ReconcilerOptions(job_managed_by=MANAGED_BY_BENCH if real else None)
-    runtime = build_runtime(settings, options=options)
+    runtime = build_runtime(settings, options=ReconcilerOptions())
     profile = os.environ.get("SPINE_BENCH_PROFILE")  # a file for cProfile stats of the event loop
     if profile:
         import cProfile

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from market_spine.db import migrate
 from market_spine.db.engine import make_engine, normalize_url, start_embedded, stop_embedded
 
-pytest_plugins = ["tests.support.cli", "tests.support.finra_api"]
+pytest_plugins = ["tests.support.cli", "tests.support.finra_api", "tests.support.k8s"]
 
 ROOT = Path(__file__).resolve().parent.parent
 FINRA_DATA = ROOT.parent / "shared" / "data" / "finra_otc"

@@ -1,9 +1,11 @@
 """Fixtures of the operator suite: a Kubernetes API, a namespace per test, the real operator.
 
-By default the API is the KMock-based emulator (``tests/operator/emulator.py``) on loopback, one
-per test session. With ``SPINE_TEST_KUBECONFIG=/path/to/kubeconfig`` the same tests run against
-that cluster instead: the CRD from ``crds/`` is applied, each test gets a throw-away namespace, and
-the operator runs in-process against the cluster with the same kubeconfig. Both use a real
+The API is the session's real kube-apiserver whenever there is one (``tests/support/k8s.py``:
+``KUBEBUILDER_ASSETS`` or ``SPINE_TEST_KUBECONFIG``), with the real Job controller and a process
+kubelet; the tests then play only the kubelet (``harness.JobController``) and every Job status is
+the Job controller's own. Without one, the KMock-based emulator (``tests/operator/emulator.py``)
+stands in, one per test, and the tests play the Job controller too. ``SPINE_TEST_KUBE=emulator``
+forces the emulator (for a quick run; it proves nothing Kubernetes must accept). Both use a real
 PostgreSQL (the ``database_url`` fixture: a fresh migrated database per test).
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,11 @@ from typing import Any
 import pytest
 
 from market_spine.config import Settings
-from market_spine.kube import client as kube
 from market_spine.kube.client import load_configuration
 from market_spine.operator.reconciler import ReconcilerOptions
-from tests.operator.emulator import EmulatorThread, crd_manifest, write_kubeconfig
+from tests.operator.emulator import EmulatorThread, write_kubeconfig
 from tests.operator.harness import Cluster, FakeClock, JobController, Namespace, OperatorProcess
-
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-MANAGED_BY_TESTS = "spine.marketspine.io/test-job-controller"
+from tests.support import k8s
 
 
 @pytest.fixture(autouse=True)
@@ -34,42 +32,17 @@ def _quiet_kopf() -> None:
     logging.getLogger("kopf").setLevel(logging.WARNING)
 
 
-def _apply_crd(cluster: Cluster) -> None:
-    crd = crd_manifest()
-    name = crd["metadata"]["name"]
-    try:
-        cluster.api.create(CRDS, crd)
-    except kube.AlreadyExistsError:
-        current = cluster.api.get(f"{CRDS}/{name}")
-        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        cluster.api.request("PUT", f"{CRDS}/{name}", body=crd)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        conditions = (cluster.api.get(f"{CRDS}/{name}").get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"CRD {name} was not established within 60s")
-
-
-@pytest.fixture(scope="session")
-def real_cluster() -> Cluster | None:
-    """The cluster named by SPINE_TEST_KUBECONFIG (with the CRD applied), or None."""
-    real = os.environ.get("SPINE_TEST_KUBECONFIG")
-    if not real:
-        return None
-    path = Path(real)
-    instance = Cluster(load_configuration(path), path)
-    _apply_crd(instance)
-    return instance
+def use_real_api() -> bool:
+    return k8s.available() and os.environ.get("SPINE_TEST_KUBE") != "emulator"
 
 
 @pytest.fixture
-def cluster(real_cluster: Cluster | None, tmp_path: Path) -> Iterator[Cluster]:
-    """The real cluster, or a fresh emulator for this test (a few milliseconds to start; a fresh
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """The real API server, or a fresh emulator for this test (a few milliseconds to start; a fresh
     one keeps tests from slowing each other down through leftover watch streams)."""
-    if real_cluster is not None:
-        yield real_cluster
+    if use_real_api():
+        real: k8s.RealCluster = request.getfixturevalue("real_api")
+        yield Cluster(real.configuration, real.kubeconfig, server=real)
         return
     emulator = EmulatorThread().start()
     path = write_kubeconfig(tmp_path / "kubeconfig", emulator.url)
@@ -121,8 +94,6 @@ def start_operator(ns: Namespace, database_url: str, clock: FakeClock) -> Iterat
 
     def start(**overrides: Any) -> OperatorProcess:
         options = overrides.pop("options", None) or ReconcilerOptions(workers=4, tick=0.02)
-        if ns.cluster.real:  # keep Kubernetes' Job controller off our Jobs: the tests play it
-            options.job_managed_by = MANAGED_BY_TESTS
         pipeline_error = overrides.pop("pipeline_error", None)
         ports = {k: overrides.pop(k) for k in ("metrics_port", "health_port") if k in overrides}
         settings = operator_settings(ns, database_url, **overrides)

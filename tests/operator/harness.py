@@ -1,11 +1,13 @@
-"""Test harness for the operator: a Kubernetes API (emulator or real cluster), the real operator
-started in-process, a controllable clock, and a stand-in for the Job controller and the kubelet.
+"""Test harness for the operator: a Kubernetes API (a real API server, or the emulator), the real
+operator started in-process, a controllable clock, and a stand-in for the kubelet (and, on the
+emulator only, for the Job controller).
 
 Everything the tests do goes through the Kubernetes API, as a user or a controller would: create
-work items, read their status and Events, write Job and Pod status through the ``/status``
-subresource exactly as the Job controller and the kubelet write them on a real cluster (1.33+
-validates these writes). So the same tests run unchanged against a real cluster
-(``SPINE_TEST_KUBECONFIG``).
+work items, read their status and Events, and report pods running or terminated through the
+``/status`` subresource as a kubelet does. On a real API server the real Job controller turns that
+into Job status; on the emulator the harness writes what the Job controller would (1.33+ API
+servers validate those writes, so they follow the real controller's order). The tests are the
+same on both.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from market_spine.kube import client as kube
 from market_spine.kube.client import KubeClient
 from market_spine.operator.reconciler import ReconcilerOptions
 from market_spine.operator.runner import Runtime, build_runtime, kopf_settings, run_async
+from tests.support.k8s import RealCluster
+from tests.support.kubelet import Exit, ProcessKubelet
 
 T0 = datetime(2025, 12, 16, 10, 30, tzinfo=UTC)
 
@@ -76,7 +80,8 @@ class Cluster:
 
     configuration: Configuration
     kubeconfig: Path
-    emulator: Any = None  # an EmulatorThread, or None on a real cluster
+    emulator: Any = None  # an EmulatorThread, or None on a real API server
+    server: RealCluster | None = None  # the real API server, its admin client and its kubelet
 
     def __post_init__(self) -> None:
         self.api = KubeClient(self.configuration)
@@ -85,12 +90,22 @@ class Cluster:
     def real(self) -> bool:
         return self.emulator is None
 
+    @property
+    def kubelet(self) -> ProcessKubelet:
+        assert self.server is not None, "only a real API server has a kubelet"
+        return self.server.kubelet
+
     def create_namespace(self) -> str:
+        if self.server is not None:
+            return self.server.create_namespace()
         name = f"spine-test-{secrets.token_hex(4)}"
         self.api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         return name
 
     def delete_namespace(self, name: str) -> None:
+        if self.server is not None:
+            self.server.delete_namespace(name)
+            return
         with contextlib.suppress(kube.KubeError):
             self.api.delete(f"/api/v1/namespaces/{name}")
 
@@ -175,25 +190,53 @@ def _stamp(when: datetime | None = None) -> str:
 
 @dataclass
 class JobController:
-    """Plays the Job controller and the kubelet for Jobs the operator created.
+    """Plays the kubelet (and, on the emulator, the Job controller) for the operator's Jobs.
 
-    Writes exactly what a real cluster writes: the pod with the Job's template and the Job
-    controller's labels, its status (phase, the container's running/terminated state with exit code
-    and termination message) and the Job's status with counters that never go down and the
-    condition order the API server enforces (``SuccessCriteriaMet`` before ``Complete``,
-    ``FailureTarget`` before ``Failed``), all through the ``/status`` subresource.
+    On a real API server the real Job controller creates each Job's pod and owns the Job's
+    status; this class only does what a kubelet does, through the process kubelet
+    (``tests/support/kubelet.py``): bind the pod to the node, report its container running, then
+    terminated with an exit code and a termination message — or really run its command
+    (:meth:`run`). The Job controller then completes or fails the Job.
+
+    On the emulator, which has no controllers, it also writes exactly what the Job controller
+    writes: the pod with the Job's template and labels, and the Job's status with counters that
+    never go down and the condition order the API server enforces (``SuccessCriteriaMet`` before
+    ``Complete``, ``FailureTarget`` before ``Failed``), through the ``/status`` subresource.
     """
 
     ns: Namespace
     database_url: str = ""
     clock: FakeClock | None = None
-    _pods: dict[str, str] = field(default_factory=dict)
+    _pods: dict[str, Any] = field(default_factory=dict)
 
     @property
     def api(self) -> KubeClient:
         return self.ns.api
 
+    @property
+    def real(self) -> bool:
+        return self.ns.cluster.real
+
+    # --- the real Job controller: act on the pod it made ------------------------------------------
+
+    def _real_pod(self, name: str) -> dict[str, Any]:
+        if name not in self._pods:
+            self._pods[name] = self.ns.cluster.kubelet.wait_pod(self.ns.name, name)
+        pod: dict[str, Any] = self._pods[name]
+        return pod
+
+    def _wait_job(self, name: str, check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            job = self.ns.job(name)
+            return job if check(job.get("status") or {}) else None
+
+        job: dict[str, Any] = wait_for(seen, 60, f"the Job controller to mark Job {name} {what}")
+        return job
+
+    # --- emulator: write what the Job controller writes ------------------------------------------
+
     def _job_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        assert not self.real, "the real Job controller owns Job status"
         return self.api.merge_patch(kube.job_path(self.ns.name, name) + "/status", {"status": status})
 
     def _pod_status(self, pod: str, status: dict[str, Any]) -> None:
@@ -202,7 +245,7 @@ class JobController:
     def _pod(self, job: dict[str, Any]) -> str:
         name = job["metadata"]["name"]
         if name in self._pods:
-            return self._pods[name]
+            return str(self._pods[name])
         template = job["spec"]["template"]
         uid = job["metadata"]["uid"]
         labels = dict(template["metadata"].get("labels") or {})
@@ -235,9 +278,6 @@ class JobController:
             },
             "spec": dict(template["spec"]),
         }
-        if self.ns.cluster.real:
-            # On a real cluster no kubelet may pick the pod up: the test plays the kubelet.
-            body["spec"]["nodeName"] = "spine-test-no-such-node"
         self.api.create(kube.pods_path(self.ns.name), body)
         self._pods[name] = pod
         return pod
@@ -254,9 +294,14 @@ class JobController:
             "state": state,
         }
 
+    # --- what the tests call --------------------------------------------------------------------
+
     def start(self, name: str) -> dict[str, Any]:
         """The pod is scheduled and its container runs."""
         job = self.ns.wait_job(name)
+        if self.real:
+            self.ns.cluster.kubelet.start_pod(self._real_pod(name))
+            return self._wait_job(name, lambda s: bool(s.get("ready") or s.get("active")), "active")
         pod = self._pod(job)
         now = _stamp()
         self._pod_status(
@@ -269,10 +314,21 @@ class JobController:
         )
         return self._job_status(name, {"startTime": now, "active": 1, "ready": 1, "terminating": 0})
 
-    def succeed(self, name: str, message: str = "") -> dict[str, Any]:
+    def _started(self, name: str) -> dict[str, Any]:
         job = self.ns.wait_job(name)
+        if self.real:
+            if not self._real_pod(name)["spec"].get("nodeName"):
+                self.start(name)
+            return job
         if not (job.get("status") or {}).get("startTime"):
             job = self.start(name)
+        return job
+
+    def succeed(self, name: str, message: str = "") -> dict[str, Any]:
+        job = self._started(name)
+        if self.real:
+            self.ns.cluster.kubelet.finish_pod(self._real_pod(name), 0, message)
+            return self._wait_job(name, lambda s: bool(s.get("completionTime")), "complete")
         pod = self._pod(job)
         now = _stamp()
         terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
@@ -315,9 +371,11 @@ class JobController:
         reason: str = "BackoffLimitExceeded",
     ) -> dict[str, Any]:
         """The container exits non-zero; the Job fails (backoffLimit 0), or hits its deadline."""
-        job = self.ns.wait_job(name)
-        if not (job.get("status") or {}).get("startTime"):
-            job = self.start(name)
+        job = self._started(name)
+        if self.real:
+            assert reason == "BackoffLimitExceeded", "on a real cluster only the Job controller decides a deadline"
+            self.ns.cluster.kubelet.finish_pod(self._real_pod(name), exit_code, message)
+            return self._wait_job(name, _failed, "failed")
         pod = self._pod(job)
         now = _stamp()
         container_reason = "DeadlineExceeded" if reason == "DeadlineExceeded" else "Error"
@@ -359,11 +417,23 @@ class JobController:
         return self._job_status(name, {"conditions": [target, failed]})
 
     def deadline_exceeded(self, name: str) -> dict[str, Any]:
+        """The attempt outlives the Job's ``activeDeadlineSeconds``. On a real cluster the Job
+        controller ends it when the deadline comes (the test sets a short one) and the kubelet
+        stops the process; on the emulator this writes what that leaves behind."""
+        if self.real:
+            self._started(name)
+            return self._wait_job(name, _failed, "failed (DeadlineExceeded)")
         return self.fail(name, message="", exit_code=137, reason="DeadlineExceeded")
 
     def run(self, name: str) -> int:
-        """Run the Job's container command for real, in this process (the kubelet's job), against
-        the test database, then report the outcome as the cluster would. Returns the exit code."""
+        """Run the Job's container command for real against the test database, then report the
+        outcome as the cluster would. Returns the exit code."""
+        if self.real:
+            self._secret()
+            self.ns.wait_job(name)
+            code = self.ns.cluster.kubelet.execute(self._real_pod(name))
+            self._wait_job(name, lambda s: bool(s.get("completionTime")) or _failed(s), "finished")
+            return code
         from market_spine.cli import context
         from market_spine.cli.main import run_cli
 
@@ -388,9 +458,56 @@ class JobController:
             self.fail(name, message="\n".join(logs.splitlines()[-80:])[-2048:] or f"exit {code}", exit_code=code)
         return code
 
+    def _secret(self) -> None:
+        """The Secret pipeline Jobs read the database URL from (``SPINE_DATABASE_SECRET``)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "market-spine-db"},
+            "stringData": {"url": self.database_url},
+        }
+        with contextlib.suppress(kube.AlreadyExistsError):
+            self.api.create(f"/api/v1/namespaces/{self.ns.name}/secrets", body)
+
+    def succeed_all(self, count: int, timeout: float = 300.0) -> None:
+        """Make each of the next ``count`` Jobs succeed as it comes (a burst): on a real cluster
+        the kubelet reports every new pod's container exiting 0 and the Job controller completes
+        the Jobs; on the emulator each Job is succeeded in turn."""
+        if self.real:
+            self.ns.cluster.kubelet.serve(self.ns.name, lambda _pod: Exit(0))
+            wait_for(
+                lambda: sum(bool((j.get("status") or {}).get("completionTime")) for j in self.ns.jobs()) >= count,
+                timeout,
+                f"{count} Jobs completed by the Job controller",
+                interval=0.5,
+            )
+            return
+        finished: set[str] = set()
+
+        def play() -> bool:
+            for job in self.ns.jobs():
+                name = job["metadata"]["name"]
+                if name not in finished:
+                    self.succeed(name)
+                    finished.add(name)
+            return len(finished) >= count
+
+        wait_for(play, timeout, f"{count} Jobs", interval=0.1)
+
+    def today(self) -> date:
+        """The capture day of a pipeline run now: the process kubelet runs it on the real clock;
+        on the emulator it runs in this process, on the test's clock."""
+        if self.real or self.clock is None:
+            return datetime.now(UTC).date()
+        return self.clock().date()
+
     def command(self, name: str) -> str:
         job = self.ns.job(name)
         return shlex.join(job["spec"]["template"]["spec"]["containers"][0]["command"])
+
+
+def _failed(status: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from market_spine.kube import client as kube
 from market_spine.kube.jobs import build_job
 from market_spine.operator.reconciler import ReconcilerOptions
 from tests.operator.checks import consistent, mirrored
-from tests.operator.conftest import MANAGED_BY_TESTS, StartOperator
+from tests.operator.conftest import StartOperator
 from tests.operator.harness import T0, FakeClock, JobController, Namespace, OperatorProcess, wait_for
 
 INGEST = "finra.otc_transparency.ingest_week"
@@ -44,7 +44,6 @@ def _precreate_job(ns: Namespace, name: str, settings: Settings, attempt: int = 
         name=f"{name}-a{attempt}",
         execution_id=execution_id(item["metadata"]["uid"], attempt),
         settings=settings,
-        managed_by=MANAGED_BY_TESTS if ns.cluster.real else None,
     )
     ns.api.create(kube.job_path(ns.name), job)
     return str(job["metadata"]["name"])

@@ -106,7 +106,7 @@ def test_a_failed_attempt_waits_for_its_backoff_then_runs_again(
     assert operator.metric("market_spine_attempts_total", {"domain": "finra.otc_transparency", "pipeline": INGEST}) == 2
 
 
-def test_a_pod_that_never_starts_and_a_deadline_each_fail_an_attempt(
+def test_a_pod_that_never_starts_fails_the_attempt_and_its_job_is_deleted(
     ns: Namespace, operator: OperatorProcess, jobs: JobController, clock: FakeClock, engine: Engine
 ) -> None:
     name = ns.enqueue(spec(retry={"backoffSeconds": 60}))
@@ -119,11 +119,26 @@ def test_a_pod_that_never_starts_and_a_deadline_each_fail_an_attempt(
 
     clock.advance(60)
     ns.wait_state(name, "RUNNING", attempts=2)
-    jobs.start(f"{name}-a2")
-    jobs.deadline_exceeded(f"{name}-a2")
-    status = ns.wait_state(name, "RETRY_WAIT", attempts=2)
+    jobs.succeed(f"{name}-a2")
+    ns.wait_state(name, "COMPLETE")
+    consistent(ns, name, engine)
+
+
+def test_an_attempt_past_its_active_deadline_fails_and_is_retried(
+    ns: Namespace, start_operator: StartOperator, jobs: JobController, clock: FakeClock, engine: Engine
+) -> None:
+    # A short deadline, so that on a real cluster the Job controller itself ends the attempt.
+    start_operator(default_active_deadline_seconds=3)
+    name = ns.enqueue(spec(retry={"backoffSeconds": 60}))
+    ns.wait_state(name, "RUNNING")
+    assert ns.job(f"{name}-a1")["spec"]["activeDeadlineSeconds"] == 3
+    jobs.start(f"{name}-a1")
+    jobs.deadline_exceeded(f"{name}-a1")
+    status = ns.wait_state(name, "RETRY_WAIT")
     assert status.history[-1].reason == "DeadlineExceeded"
-    assert "exceeded activeDeadlineSeconds (3600s)" in (status.last_error or "")
+    assert "exceeded activeDeadlineSeconds (3s)" in (status.last_error or "")
+    clock.advance(60)
+    ns.wait_state(name, "RUNNING", attempts=2)
     consistent(ns, name, engine)
 
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from market_spine.cli import context
-from market_spine.core.partitions import Tier, weekly_file_name
+from market_spine.core.partitions import Tier, capture_id, weekly_file_name
 from market_spine.finra.sample import sample_records, write_sample_week
 from tests.operator.checks import consistent, mirrored
 from tests.operator.conftest import StartOperator
@@ -84,7 +84,8 @@ def run_jobs(ns: Namespace, jobs: JobController, until: Callable[[], bool], time
 
 
 def states(ns: Namespace) -> dict[str, str]:
-    return {o["spec"]["pipeline"]: (o.get("status") or {}).get("state") for o in ns.items()}
+    # By name: keyed by pipeline, the items of one pipeline would hide each other's states.
+    return {o["metadata"]["name"]: (o.get("status") or {}).get("state") for o in ns.items()}
 
 
 def test_1_503_then_a_five_minute_backoff_then_complete(
@@ -115,10 +116,11 @@ def test_1_503_then_a_five_minute_backoff_then_complete(
     assert item(kspine)["attempts"] == "2/3"
 
     captures = kspine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json").json()
-    assert [c["capture_id"] for c in captures] == ["finra.otc_transparency:OTC:2025-12-15:20251216"]
+    expected = capture_id(Tier.OTC, WEEK, jobs.today())  # the day the pipeline's pod ran
+    assert [c["capture_id"] for c in captures] == [expected]
     assert captures[0]["raw_rows"] == len(finra_api.records)
     name = listed["name"]
-    assert ns.status(name).capture_id == "finra.otc_transparency:OTC:2025-12-15:20251216"
+    assert ns.status(name).capture_id == expected
     consistent(ns, name, engine)
 
 
@@ -264,17 +266,17 @@ def test_6_a_restatement_reruns_the_chain_and_both_captures_coexist(
     dropped = lines[1].split("|")[1]
     tuesday.write_text("\n".join([lines[0], *(ln for ln in lines[1:] if ln.split("|")[1] != dropped)]) + "\n")
 
+    # The capture days are explicit: on a real cluster the pipeline's pod runs on the real clock.
     clock.set(datetime(2025, 12, 15, 18, 0, tzinfo=UTC))
-    result = kspine(
-        "work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(monday), "--chain"
-    )
+    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(monday))
+    result = kspine(*enqueue, "--capture-date", "2025-12-15", "--chain")
     assert result.code == 0, result.err
     run_jobs(ns, jobs, lambda: len(ns.items()) == 3 and set(states(ns).values()) == {"COMPLETE"})
 
     # Tuesday: FINRA restates the week. Point the ingest at the new file and re-run it.
     clock.set(datetime(2025, 12, 16, 9, 0, tzinfo=UTC))
     ingest = item(kspine)["name"]
-    ns.patch_spec(ingest, {"params": {"file": str(tuesday)}})
+    ns.patch_spec(ingest, {"params": {"file": str(tuesday), "capture_date": "2025-12-16"}})
     retried = kspine("work", "retry", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
     assert retried.code == 0, retried.err
     assert "PENDING" in retried.out

@@ -90,12 +90,8 @@ def build_job(
     name: str,
     execution_id: str,
     settings: Settings,
-    managed_by: str | None = None,
 ) -> dict[str, Any]:
-    """The Job manifest of attempt ``attempt`` of a work item (owned by it, one pod, no retries).
-
-    ``managed_by`` sets ``spec.managedBy``: the built-in Job controller then leaves the Job to
-    that controller (used by the test suite on real clusters, which plays the Job controller)."""
+    """The Job manifest of attempt ``attempt`` of a work item (owned by it, one pod, no retries)."""
     labels = job_labels(work_item, spec.pipeline, attempt)
     deadline = spec.active_deadline_seconds or settings.default_active_deadline_seconds
     container: dict[str, Any] = {
@@ -161,7 +157,6 @@ def build_job(
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "podReplacementPolicy": "Failed",
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            **({"managedBy": managed_by} if managed_by else {}),
         },
     }
 

@@ -215,9 +215,6 @@ class ReconcilerOptions:
     # One poster keeps each item's Events in the order of its transitions.
     event_workers: int = 1
     rng: random.Random | None = None  # jitter; None = the random module
-    # spec.managedBy of created Jobs (None = Kubernetes' Job controller). The test suite sets it on
-    # real clusters, where it plays the Job controller itself.
-    job_managed_by: str | None = None
 
 
 class Reconciler:
@@ -527,7 +524,6 @@ class Reconciler:
             name=request.name,
             execution_id=request.execution_id,
             settings=self.settings,
-            managed_by=self.options.job_managed_by,
         )
         try:
             await self.call(self.client.create, kube.job_path(view.namespace), body, parse=False)
