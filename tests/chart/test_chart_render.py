@@ -137,7 +137,7 @@ def test_all_features_file_is_complete(all_features: Rendered) -> None:
     assert values["ha"]["enabled"] and values["operator"]["replicas"] >= 2
     assert values["prometheus"]["serviceMonitor"]["enabled"] and values["prometheus"]["rules"]["enabled"]
     assert values["grafana"]["dashboard"]["enabled"] and values["networkPolicy"]["enabled"]
-    assert values["rbac"]["podLogs"] and values["database"]["url"]
+    assert values["rbac"]["create"] and values["database"]["url"]
 
 
 def test_names_fit_kubernetes_limits(render: Callable[..., Rendered]) -> None:

@@ -108,17 +108,12 @@ def available() -> bool:
     return bool(os.environ.get(envtest.KUBECONFIG_ENV)) or envtest.assets() is not None
 
 
-@pytest.fixture(scope="session")
-def real_cluster() -> Iterator[RealCluster]:
-    """The session's real API server (see the module docstring), or skip."""
-    external = os.environ.get(envtest.KUBECONFIG_ENV)
-    binaries = envtest.assets()
-    if not external and binaries is None:
-        pytest.skip(envtest.skip_reason())
+@contextlib.contextmanager
+def _cluster(kubeconfig: Path | None, binaries: Path | None) -> Iterator[RealCluster]:
+    """A real API server with a process kubelet: the cluster at ``kubeconfig``, or a new control
+    plane started from ``binaries``."""
     plane: envtest.ControlPlane | None = None
-    if external:
-        kubeconfig = Path(external)
-    else:
+    if kubeconfig is None:
         assert binaries is not None
         plane = envtest.ControlPlane(binaries).start(controllers=True)
         kubeconfig = plane.kubeconfig
@@ -128,15 +123,38 @@ def real_cluster() -> Iterator[RealCluster]:
         api = KubeClient(configuration, pool_size=32)
         version = str(api.get("/version").get("gitVersion", "?"))
         kubelet = ProcessKubelet(KubeClient(load_configuration(kubeconfig), pool_size=32)).start()
-        cluster = RealCluster(kubeconfig, configuration, api, kubelet, version, plane)
-        cluster.apply_crd()
-        _VERSION[:] = [version]
-        yield cluster
+        yield RealCluster(kubeconfig, configuration, api, kubelet, version, plane)
     finally:
         if kubelet is not None:
             kubelet.stop()
         if plane is not None:
             plane.stop()
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[RealCluster]:
+    """The session's real API server (see the module docstring), with the CRD applied, or skip."""
+    external = os.environ.get(envtest.KUBECONFIG_ENV)
+    binaries = envtest.assets()
+    if not external and binaries is None:
+        pytest.skip(envtest.skip_reason())
+    with _cluster(Path(external) if external else None, binaries) as cluster:
+        cluster.apply_crd()
+        _VERSION[:] = [cluster.version]
+        yield cluster
+
+
+@pytest.fixture
+def fresh_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
+    """A control plane of this test's own, with nothing installed (not even the CRD): for what
+    must start from an empty cluster, such as ``helm install``. Needs ``KUBEBUILDER_ASSETS``."""
+    binaries = envtest.assets()
+    if binaries is None:
+        pytest.skip(f"needs a control plane of its own: {envtest.skip_reason()}")
+    _USED_BY.add(request.node.nodeid)
+    with _cluster(None, binaries) as cluster:
+        _VERSION[:] = [cluster.version]
+        yield cluster
 
 
 @pytest.fixture

@@ -104,6 +104,7 @@ class RunningPod:
     uid: str
     folder: Path
     log: Path
+    labels: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
     stopped_by_kubelet: bool = False
@@ -134,7 +135,8 @@ class ProcessKubelet:
         self.image = ImageConfig.from_dockerfile()
         self.unshare = _can_unshare()
         self._serve: dict[str, Decision] = {}  # namespace -> run this pod?
-        self._pods: dict[tuple[str, str], RunningPod] = {}
+        self._pods: dict[tuple[str, str], RunningPod] = {}  # pods on the node now
+        self._history: list[RunningPod] = []  # every pod the node ever took, for logs and exit codes
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -288,7 +290,16 @@ class ProcessKubelet:
         meta = pod["metadata"]
         folder = self.folder / meta["namespace"] / meta["name"]
         folder.mkdir(parents=True, exist_ok=True)
-        return RunningPod(meta["namespace"], meta["name"], meta["uid"], folder, folder / "container.log")
+        running = RunningPod(
+            meta["namespace"],
+            meta["name"],
+            meta["uid"],
+            folder,
+            folder / "container.log",
+            dict(meta.get("labels") or {}),
+        )
+        self._history.append(running)
+        return running
 
     def pods_of_job(self, namespace: str, job: str) -> list[dict[str, Any]]:
         pods = self.api.list(kube.pods_path(namespace), label_selector=f"batch.kubernetes.io/job-name={job}")
@@ -438,14 +449,22 @@ class ProcessKubelet:
         return "\n".join(lines)[-2048:]
 
     def logs(self, namespace: str, name: str) -> str:
-        running = self._pods.get((namespace, name))
-        if running is None or not running.log.exists():
+        """The container's log (what ``kubectl logs`` would show; the API server cannot proxy to
+        this kubelet), also after the pod is gone."""
+        found = [p for p in self.ran(namespace) if p.name == name]
+        if not found or not found[-1].log.exists():
             return ""
-        return running.log.read_text(errors="replace")
+        return found[-1].log.read_text(errors="replace")
 
     def running(self, namespace: str) -> list[RunningPod]:
+        """The pods of ``namespace`` on the node now."""
         with self._lock:
             return [p for p in self._pods.values() if p.namespace == namespace]
+
+    def ran(self, namespace: str) -> list[RunningPod]:
+        """Every pod of ``namespace`` the node took, in order, deleted ones included."""
+        with self._lock:
+            return [p for p in self._history if p.namespace == namespace]
 
     # --- the container's command, environment and files ----------------------------------------
 
