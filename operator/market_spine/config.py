@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9102, ge=1, le=65535)
     health_port: int = Field(8080, ge=1, le=65535)
     peering: str | None = Field(None, description="Kopf peering name for two replicas; None = standalone.")
+    peering_priority: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="This replica's peering priority (highest acts); None = random."
+    )
 
 
 def load_settings() -> Settings:

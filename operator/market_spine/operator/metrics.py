@@ -71,6 +71,11 @@ class Metrics:
             buckets=JOB_DURATION_BUCKETS,
             registry=r,
         )
+        self.reconciles = Counter(
+            "market_spine_reconciles",
+            "Decisions made about work items (watch events that changed nothing are not counted).",
+            registry=r,
+        )
         self.reconcile_errors = Counter(
             "market_spine_reconcile_errors", "Reconciliations that failed and were retried.", ["kind"], registry=r
         )

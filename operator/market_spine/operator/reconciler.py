@@ -260,6 +260,9 @@ class Reconciler:
         # (namespace, name, uid) of the item, the Event, when: small, so a burst's backlog is cheap
         self._events: asyncio.Queue[tuple[tuple[str, str, str], core.Note, datetime]] = asyncio.Queue()
         self.synced = asyncio.Event()  # set once Kopf's indexes are filled from the initial lists
+        # Cleared while another replica holds the peering (``operator.peering``): decide nothing.
+        self.active = asyncio.Event()
+        self.active.set()
         self._background: set[asyncio.Task[None]] = set()
         self.reconciles = 0  # decisions made (events that changed nothing are not counted)
         self.events_seen = 0
@@ -358,7 +361,11 @@ class Reconciler:
     async def _worker(self) -> None:
         await self.synced.wait()  # decide nothing before Kopf's indexes hold the whole cluster
         while True:
+            await self.active.wait()
             key, forced = await self.queue.get()
+            if not self.active.is_set():  # stood by meanwhile: the resync on resuming re-queues it
+                self.queue.done(key)
+                continue
             try:
                 await self.reconcile(key, forced=forced)
                 self.queue.forget(key)
@@ -396,6 +403,7 @@ class Reconciler:
         if not forced and self._seen.get(key) == signature:
             return
         self.reconciles += 1
+        self.metrics.reconciles.inc()
         view = record.view()
         now = self.clock()
         job = None
@@ -722,7 +730,10 @@ class Reconciler:
     # --- resync -----------------------------------------------------------------------------
 
     def resync(self) -> int:
-        """Re-record every work item in the database mirror and re-queue every unfinished one."""
+        """Re-record every work item in the database mirror and re-queue every unfinished one
+        (nothing while standing by: this replica's view may be stale)."""
+        if not self.active.is_set():
+            return 0
         now = self.clock()
         count = 0
         for record in self.all_items():

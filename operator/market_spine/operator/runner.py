@@ -5,8 +5,9 @@ One run wires the parts together: the Kubernetes credentials (shared by Kopf and
 API client), the PostgreSQL mirror (``dbsync``; PostgreSQL may be down at start-up), the
 reconciler and its workers, the Kopf handlers, the periodic resync, the Prometheus endpoint
 (``:9102/metrics``) and Kopf's liveness endpoint (``:8080/healthz``). With ``SPINE_PEERING`` set,
-replicas coordinate through Kopf peering: each replica gets a random priority, the highest one
-reconciles and the others stand by (paused) until it is gone.
+replicas coordinate through Kopf peering: each replica gets a random priority (or
+``SPINE_PEERING_PRIORITY``), the highest one reconciles and the others stand by (paused) until it
+is gone; ``operator.peering`` holds the reconciler's own workers to the same decision.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client import Configuration
@@ -35,6 +36,7 @@ from market_spine.kube.client import KubeClient, load_configuration
 from market_spine.operator.dbsync import RETRY_DELAYS, DbSync
 from market_spine.operator.handlers import OUR_JOBS, build_registry
 from market_spine.operator.metrics import Metrics
+from market_spine.operator.peering import PeeringGate
 from market_spine.operator.reconciler import Clock, Reconciler, ReconcilerOptions
 from market_spine.services.doctor import DoctorOptions
 from market_spine.services.doctor import check as check_gaps
@@ -173,7 +175,9 @@ def build_runtime(
         clock=clock,
         api_executor=api_executor,
         db_executor=db_executor,
-        identity=os.environ.get("POD_ID", socket.gethostname()),
+        # The pod's name in a cluster (the chart sets POD_ID); else unique per process, so two
+        # replicas on one host are two peers.
+        identity=os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}",
         pipeline_error=pipeline_error,
         options=options,
     )
@@ -231,7 +235,9 @@ async def run_async(
     runtime = runtime or build_runtime(settings)
     metrics_port = settings.metrics_port if metrics_port == -1 else metrics_port
     health_port = settings.health_port if health_port == -1 else health_port
-    priority = random.SystemRandom().randint(1, 2**31 - 1) if settings.peering else 0
+    priority = 0
+    if settings.peering:
+        priority = settings.peering_priority or random.SystemRandom().randint(1, 2**31 - 1)
     config = kopf_config or kopf_settings(settings, priority=priority)
     if settings.peering:
         config.peering.priority = priority
@@ -242,6 +248,20 @@ async def run_async(
         asyncio.create_task(runtime.dbsync.run(), name="spine database mirror"),
         asyncio.create_task(_resync_forever(runtime), name="spine resync"),
     ]
+    if settings.peering:
+        # Stand by until the peering says this replica holds it (see operator.peering).
+        runtime.reconciler.active.clear()
+        gate = PeeringGate(
+            runtime.client,
+            namespace=settings.namespace,
+            name=settings.peering,
+            identity=runtime.reconciler.identity,
+            priority=priority,
+            active=runtime.reconciler.active,
+            on_resume=runtime.reconciler.resync,
+            clock=utcnow,
+        )
+        background.append(asyncio.create_task(gate.run(), name="spine peering gate"))
     if gap_probe is not None:
         background.append(asyncio.create_task(_probe_gaps_forever(runtime, gap_probe, gap_probe_interval)))
     stop_metrics = runtime.metrics.serve(metrics_port) if metrics_port else None
@@ -261,6 +281,8 @@ async def run_async(
             clusterwide=False,
             standalone=None if settings.peering else True,
             peering_name=settings.peering,
+            # Kopf's peer name and ours (Events, the peering gate) must be the same string.
+            identity=cast("Any", runtime.reconciler.identity) if settings.peering else None,
             liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
