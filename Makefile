@@ -78,7 +78,7 @@ helm: $(STAMP)
 chart-test: $(STAMP) helm
 	$(BIN)/pytest tests/chart $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) k8s-assets
 	$(BIN)/python -m bench
 
 e2e: $(STAMP)

@@ -1,8 +1,9 @@
 """The operator under load: 1,000 SpineWorkItems → 1,000 Jobs, and its memory with 10,000 items.
 
 Run by ``python -m bench`` (``make bench``), or ``python -m bench.bench_operator [--items N]
-[--rss-items N]``. The Kubernetes API is the KMock-based emulator of the test suite, in its own
-process (like a real API server), or the cluster named by ``SPINE_TEST_KUBECONFIG``; the operator
+[--rss-items N]``. The Kubernetes API is a real kube-apiserver started from ``KUBEBUILDER_ASSETS``
+(the Makefile sets it from ../shared/k8s), else the cluster named by ``SPINE_TEST_KUBECONFIG``, else
+(saying so) the KMock-based emulator of the test suite in a process of its own; the operator
 runs in its own process too (``spine operator run``'s code, with an embedded PostgreSQL for its
 mirror), so its memory is its own. Figures, all from the same run:
 
@@ -18,6 +19,7 @@ mirror), so its memory is its own. Figures, all from the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -46,18 +48,28 @@ TARGET_RSS_MB = 200.0
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
-    sys.path.insert(0, str(ROOT))
     from tests.operator.emulator import write_kubeconfig
 
     return write_kubeconfig(path, server)
 
 
 @contextmanager
-def kubernetes_api(folder: Path) -> Iterator[tuple[Path, bool]]:
-    """(kubeconfig, real?) of a real cluster (SPINE_TEST_KUBECONFIG) or of an emulator process."""
+def kubernetes_api(folder: Path) -> Iterator[tuple[Path, str]]:
+    """(kubeconfig, what it is) of the API server to measure against: a real kube-apiserver from
+    ``KUBEBUILDER_ASSETS`` (etcd and kube-apiserver only: no Job controller, so the Jobs stay as
+    created and the machine's cores go to the API server and the operator), else the cluster named
+    by ``SPINE_TEST_KUBECONFIG``, else the KMock emulator in a process of its own."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support import envtest
+
+    binaries = envtest.assets()
+    if binaries is not None:
+        with envtest.ControlPlane(binaries, folder / "envtest").start(controllers=False) as plane:
+            yield plane.kubeconfig, f"a real kube-apiserver {plane.version()} (KUBEBUILDER_ASSETS)"
+        return
     real = os.environ.get("SPINE_TEST_KUBECONFIG")
     if real:
-        yield Path(real), True
+        yield Path(real), "the cluster of SPINE_TEST_KUBECONFIG"
         return
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.operator.emulator"], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -67,7 +79,7 @@ def kubernetes_api(folder: Path) -> Iterator[tuple[Path, bool]]:
         url = process.stdout.readline().strip()
         if not url.startswith("http"):
             raise RuntimeError("the API emulator did not start")
-        yield _kubeconfig(folder / "kubeconfig", url), False
+        yield _kubeconfig(folder / "kubeconfig", url), "the API emulator (no KUBEBUILDER_ASSETS: not a real server)"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -90,7 +102,7 @@ def specs(count: int) -> list[WorkItemSpec]:
     return items[:count]
 
 
-def job_body(namespace: str, index: int, real: bool) -> dict[str, Any]:
+def job_body(namespace: str, index: int) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -165,29 +177,29 @@ class Watcher:
             self._response.shutdown()
 
 
-def raw_baseline(api: KubeClient, namespace: str, count: int, real: bool) -> float:
+def raw_baseline(api: KubeClient, namespace: str, count: int) -> float:
     """N Jobs, one after another, through the operator's own JSON client (no model classes)."""
     started = time.monotonic()
     for index in range(count):
-        api.create(kube.job_path(namespace), job_body(namespace, index, real))
+        api.create(kube.job_path(namespace), job_body(namespace, index))
     return time.monotonic() - started
 
 
-def library_baseline(api: KubeClient, namespace: str, count: int, real: bool) -> float:
+def library_baseline(api: KubeClient, namespace: str, count: int) -> float:
     """N Jobs, one after another, the way most scripts do it: the ``kubernetes`` library's typed API."""
     from kubernetes.client import BatchV1Api
 
     batch = BatchV1Api(api.api)
     started = time.monotonic()
     for index in range(count):
-        body = job_body(namespace, index, real)
+        body = job_body(namespace, index)
         body["metadata"]["name"] = f"lib-{index}"
         batch.create_namespaced_job(namespace, body)
     return time.monotonic() - started
 
 
 @contextmanager
-def operator_process(kubeconfig: Path, namespace: str, database_url: str, *, limit: int, real: bool) -> Iterator[int]:
+def operator_process(kubeconfig: Path, namespace: str, database_url: str, *, limit: int) -> Iterator[int]:
     """The operator, as ``spine operator run`` runs it, in its own process; yields its pid."""
     env = dict(os.environ)
     env.update({
@@ -200,7 +212,7 @@ def operator_process(kubeconfig: Path, namespace: str, database_url: str, *, lim
         "SPINE_JOB_START_TIMEOUT_SECONDS": "86400",
         "SPINE_RESYNC_INTERVAL_SECONDS": "3600",
     })  # fmt: skip
-    command = [sys.executable, "-m", "bench.bench_operator", "--child"] + (["--real"] if real else [])
+    command = [sys.executable, "-m", "bench.bench_operator", "--child"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
         yield process.pid
@@ -212,7 +224,7 @@ def operator_process(kubeconfig: Path, namespace: str, database_url: str, *, lim
             process.kill()
 
 
-def child(real: bool) -> None:
+def child() -> None:
     """The operator process: the production runner without its HTTP endpoints."""
     import asyncio
     import logging
@@ -279,11 +291,9 @@ def _wait_operator_ready(api: KubeClient, namespace: str, timeout: float = 60.0)
     raise RuntimeError("the operator did not start")
 
 
-def end_to_end(
-    api: KubeClient, kubeconfig: Path, namespace: str, database_url: str, count: int, real: bool
-) -> dict[str, float]:
+def end_to_end(api: KubeClient, kubeconfig: Path, namespace: str, database_url: str, count: int) -> dict[str, float]:
     items = specs(count)
-    with operator_process(kubeconfig, namespace, database_url, limit=count, real=real):
+    with operator_process(kubeconfig, namespace, database_url, limit=count):
         _wait_operator_ready(api, namespace)
         jobs = Watcher(api, kube.job_path(namespace), _job_owner).start()
         statuses = Watcher(api, kube.swi_path(namespace), _started).start()
@@ -307,13 +317,11 @@ def end_to_end(
     }
 
 
-def memory(
-    api: KubeClient, kubeconfig: Path, namespace: str, database_url: str, count: int, real: bool
-) -> dict[str, float]:
+def memory(api: KubeClient, kubeconfig: Path, namespace: str, database_url: str, count: int) -> dict[str, float]:
     """Peak RSS of the operator with ``count`` work items: created while it runs, each one
     reconciled (10 RUNNING, the rest waiting for a slot, every status written), then a resync."""
     items = specs(count)
-    with operator_process(kubeconfig, namespace, database_url, limit=10, real=real) as pid:
+    with operator_process(kubeconfig, namespace, database_url, limit=10) as pid:
         _wait_operator_ready(api, namespace)
         statuses = Watcher(api, kube.swi_path(namespace), _running).start()
         time.sleep(0.5)
@@ -335,32 +343,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--rss-items", type=int, default=10000, help="0 to skip the memory run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--real", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else [])
     if args.child:
-        child(args.real)
+        child()
         return
     from bench.bench_ingest import throwaway_postgres  # not in the operator process: its RSS is measured
 
     count = args.items
     with (
         tempfile.TemporaryDirectory(prefix="spine-bench-op-") as folder,
-        kubernetes_api(Path(folder)) as (
-            kubeconfig,
-            real,
-        ),
+        kubernetes_api(Path(folder)) as (kubeconfig, where),
         throwaway_postgres() as engine,
     ):
         database_url = engine.url.render_as_string(hide_password=False)
         api = KubeClient(load_configuration(kubeconfig))
-        where = "a real cluster" if real else "the API emulator (separate process)"
+        from tests.support.k8s import apply_crd
+
+        apply_crd(api)
         namespaces = [f"spine-bench-{secrets.token_hex(3)}" for _ in range(4)]
         for name in namespaces:
             api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         try:
-            raw = raw_baseline(api, namespaces[0], count, real)
-            library = library_baseline(api, namespaces[3], count, real)
-            result = end_to_end(api, kubeconfig, namespaces[1], database_url, count, real)
+            raw = raw_baseline(api, namespaces[0], count)
+            library = library_baseline(api, namespaces[3], count)
+            result = end_to_end(api, kubeconfig, namespaces[1], database_url, count)
             raw_rate, library_rate, op_rate = count / raw, count / library, count / result["seconds"]
             took = result["seconds"]
             print(f"operator bench on {where}, {count} work items")
@@ -373,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  ratio operator / raw {label}: {ratio:.2f} ({verdict} the ≥ {TARGET_RATIO} target)")
             print(f"  create → Job latency: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
             if args.rss_items:
-                rss = memory(api, kubeconfig, namespaces[2], database_url, args.rss_items, real)
+                rss = memory(api, kubeconfig, namespaces[2], database_url, args.rss_items)
                 verdict = "meets" if rss["peak_rss_mb"] <= TARGET_RSS_MB else "MISSES"
                 print(
                     f"  peak operator RSS with {args.rss_items} work items: {rss['peak_rss_mb']:.0f} MB "
@@ -381,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
         finally:
             for name in namespaces:
-                if real:
+                with contextlib.suppress(kube.KubeError):
                     api.delete(f"/api/v1/namespaces/{name}")
 
 

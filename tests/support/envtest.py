@@ -244,6 +244,7 @@ class ControlPlane:
         self.binaries = binaries
         self._own_folder = folder is None
         self.folder = folder or Path(tempfile.mkdtemp(prefix="spine-envtest-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.pki = Pki(self.folder / "pki")
         self.port = 0
         self.admin_token = secrets.token_hex(24)
@@ -429,7 +430,7 @@ class ControlPlane:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> ControlPlane:
-        return self.start()
+        return self if self._processes else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -85,23 +85,28 @@ class RealCluster:
         return envtest.write_kubeconfig(path, self.server, Path(ca), self.token(namespace, account), namespace)
 
     def apply_crd(self) -> None:
-        import yaml
+        apply_crd(self.api)
 
-        crd = yaml.safe_load(CRD_FILE.read_text())
-        name = crd["metadata"]["name"]
-        try:
-            self.api.create(CRDS, crd)
-        except kube.AlreadyExistsError:
-            current = self.api.get(f"{CRDS}/{name}")
-            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            self.api.request("PUT", f"{CRDS}/{name}", body=crd)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            conditions = (self.api.get(f"{CRDS}/{name}").get("status") or {}).get("conditions") or []
-            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"CRD {name} was not established within 60s")
+
+def apply_crd(api: KubeClient) -> None:
+    """Create (or replace) the SpineWorkItem CRD from ``crds/`` and wait until it is established."""
+    import yaml
+
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    name = crd["metadata"]["name"]
+    try:
+        api.create(CRDS, crd)
+    except kube.AlreadyExistsError:
+        current = api.get(f"{CRDS}/{name}")
+        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        api.request("PUT", f"{CRDS}/{name}", body=crd)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conditions = (api.get(f"{CRDS}/{name}").get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"CRD {name} was not established within 60s")
 
 
 def available() -> bool:
