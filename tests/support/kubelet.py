@@ -418,6 +418,10 @@ class ProcessKubelet:
             probe = container.get("readinessProbe")
             self.start_pod(pod, ready=probe is None)
             argv = self._isolate(pod, container, argv, running.folder, env)
+            if shutil.which("setpriv"):
+                # The container dies with the test run, even one killed outright (as pods die with
+                # their node).
+                argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
             with running.log.open("wb") as out:
                 running.process = subprocess.Popen(
                     argv,
