@@ -7,6 +7,7 @@ password) come only from the environment, which in a cluster is filled from a Ku
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class Settings(BaseSettings):
 RETIRED_SETTINGS = ("SPINE_WEEK_ENDING_WEEKDAY", "SPINE_PUBLICATION_LAG_DAYS")
 
 
-def check_retired_settings(environ: dict[str, str] | None = None) -> None:
+def check_retired_settings(environ: Mapping[str, str] | None = None) -> None:
     """:class:`UsageError` naming the replacement if a retired setting is still set."""
     env = os.environ if environ is None else environ
     for name in RETIRED_SETTINGS:
