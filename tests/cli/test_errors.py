@@ -57,6 +57,13 @@ def test_week_and_week_ending_are_one_option(spine: Spine) -> None:
     neither = spine("work", "retry", INGEST, "--tier", "OTC")
     assert neither.code == 2
     _one_line_error(neither.err, "name the trading week with --week DATE")
+    # A file that is not readable here (a path in the Job's pod) cannot tell its week.
+    elsewhere = spine("work", "enqueue", INGEST, "--tier", "OTC", "--file", "/in/the/pod/week.csv")
+    assert elsewhere.code == 2
+    _one_line_error(
+        elsewhere.err,
+        "name the trading week with --week DATE: cannot read it off the file here (/in/the/pod/week.csv: no such file)",
+    )
     # Outside file ingest, the week is never guessed.
     source = spine("run", INGEST, "--tier", "OTC", "--source", "finra-api")
     assert source.code == 2

@@ -21,7 +21,7 @@ from market_spine.core.calendar import PublicationCalendar, describe_week, week_
 from market_spine.core.partitions import Tier, UnknownTier, parse_tier
 from market_spine.core.stages import INGEST
 from market_spine.core.workitem import FinraPartition
-from market_spine.errors import UsageError
+from market_spine.errors import InputFileError, UsageError
 from market_spine.finra.schedule import finra_calendar
 from market_spine.pipelines.registry import get_pipeline
 from market_spine.services.database import open_engine
@@ -137,7 +137,11 @@ def ingest_partition(
     if found is None:
         if pipeline != INGEST or not file:
             raise UsageError("name the trading week with --week DATE (any day of the week) or --week-ending DATE")
-        found, stamped = infer_file_week(file, parsed, calendar())
+        try:
+            found, stamped = infer_file_week(file, parsed, calendar())
+        except InputFileError as exc:  # e.g. a path that exists only in the Job's pod
+            message = f"name the trading week with --week DATE: cannot read it off the file here ({exc})"
+            raise UsageError(message) from None
         first = calendar().first_publication(found, parsed)
         say(
             f"no --week given: {file} carries lastUpdateDate {stamped.isoformat()}; the newest {parsed.value} week "
