@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.dialects.postgresql import insert
 
 from bench.bench_ingest import throwaway_postgres
-from market_spine.core.calendar import weeks_back
+from market_spine.core.calendar import WEEK, week_of
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import STAGE_ORDER
 from market_spine.db.schema import core_manifest
@@ -51,7 +51,8 @@ def _median_ms(fn: Callable[[], object], runs: int = RUNS) -> float:
 def seed_history(engine: Engine) -> int:
     rows = []
     now = datetime(2025, 12, 23, tzinfo=UTC)
-    for i, week in enumerate(weeks_back(AS_OF, YEARS * 52)):
+    newest = week_of(AS_OF)
+    for i, week in enumerate(newest - WEEK * n for n in range(YEARS * 52 - 1, -1, -1)):
         for tier in Tier:
             if i % 97 == 5:  # a missing partition now and then
                 continue
@@ -62,7 +63,7 @@ def seed_history(engine: Engine) -> int:
                         "domain": DOMAIN,
                         "partition_key": canonical_key(finra_partition(week, tier)),
                         "stage": stage.value,
-                        "week_ending": week,
+                        "week": week,
                         "tier": tier.value,
                         "row_count": 5000,
                         "capture_id": f"{DOMAIN}:{tier.value}:{week}:{(week + timedelta(days=1)):%Y%m%d}",

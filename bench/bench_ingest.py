@@ -37,6 +37,7 @@ from market_spine.db import migrate
 from market_spine.db.engine import make_engine, normalize_url
 from market_spine.db.schema import (
     CAPTURED_TABLES,
+    captures,
     core_manifest,
     normalized,
     raw,
@@ -46,6 +47,7 @@ from market_spine.db.schema import (
     venue_volume,
 )
 from market_spine.finra.files import read_weekly
+from market_spine.finra.schedule import finra_calendar
 from market_spine.pipelines.copy import copy_text, driver_connection
 from market_spine.pipelines.ingest import RAW_COLUMNS, raw_copy_chunks
 from market_spine.pipelines.registry import RunContext, get_pipeline
@@ -83,12 +85,14 @@ def throwaway_postgres() -> Iterator[Engine]:
 
 
 def _week_of(path: Path) -> date:
-    return datetime.strptime(path.stem.rsplit("_", 1)[-1], "%Y%m%d").replace(tzinfo=UTC).date()
+    """The trading week of a weekly file: the OTC week FINRA published on the day in its name."""
+    published = datetime.strptime(path.stem.rsplit("_", 1)[-1], "%Y%m%d").replace(tzinfo=UTC).date()
+    return finra_calendar().newest_published_week(Tier.OTC, published)
 
 
 def _empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        for table in (*CAPTURED_TABLES, core_manifest):
+        for table in (*CAPTURED_TABLES, captures, core_manifest):
             conn.execute(text(f"TRUNCATE {table.name}"))  # constant identifiers from the schema
         conn.execute(text(f"TRUNCATE {SCRATCH}"))
     with engine.connect() as conn:
@@ -159,7 +163,7 @@ def _run(engine: Engine, pipeline: str, week: date, params: dict[str, str]) -> s
     ctx = RunContext(
         engine=engine,
         pipeline=pipeline,
-        week_ending=week,
+        week=week,
         tier=Tier.OTC,
         execution_id=uuid.uuid4().hex,
         now=datetime.now(UTC),

@@ -89,11 +89,11 @@ def kubernetes_api(folder: Path) -> Iterator[tuple[Path, str]]:
 
 
 def specs(count: int) -> list[WorkItemSpec]:
-    weeks = [date(2025, 12, 15) - timedelta(weeks=n) for n in range(count // len(Tier) + 1)]
+    weeks = [date(2025, 12, 15) - timedelta(weeks=n) for n in range(count // len(Tier) + 1)]  # Mondays
     items = [
         WorkItemSpec(
             pipeline="finra.otc_transparency.ingest_week",
-            partition=FinraPartition(week_ending=w, tier=t),
+            partition=FinraPartition(week=w, tier=t),
             params={"source": "finra-api"},
         )
         for w in weeks

@@ -6,13 +6,15 @@ password) come only from the environment, which in a cluster is filled from a Ku
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from market_spine.core.partitions import Tier
+from market_spine.errors import UsageError
 
 
 class Backend(StrEnum):
@@ -42,12 +44,11 @@ class Settings(BaseSettings):
     finra_api_rate_per_second: float = Field(5.0, gt=0)
     finra_api_retries: int = Field(3, ge=1, description="Attempts per API request before giving up.")
     finra_api_backoff_seconds: float = Field(1.0, ge=0, description="First wait between API retries; doubles.")
-    week_ending_weekday: int = Field(
-        0, ge=0, le=6, description="The weekday FINRA stamps on weekly files (0 = Monday … 6 = Sunday)."
-    )
-    publication_lag_days: dict[Tier, int] = Field(
-        default_factory=dict,
-        description='Days after week_ending before a tier\'s week is expected, as JSON: {"NMS_TIER_1": 14}.',
+    publication_grace_days: int = Field(
+        1,
+        ge=0,
+        le=60,
+        description="Days after FINRA first publishes a week before the doctor expects the platform to hold it.",
     )
     landing_dir: Path | None = Field(
         None, description="Folder of FINRA weekly files; the doctor points ingest remediations at files here."
@@ -76,5 +77,23 @@ class Settings(BaseSettings):
     )
 
 
+# Settings of the earlier week model (a week was the date FINRA stamped on a file, expected a fixed
+# lag after it). They cannot be translated: refusing them beats silently ignoring what someone set.
+RETIRED_SETTINGS = ("SPINE_WEEK_ENDING_WEEKDAY", "SPINE_PUBLICATION_LAG_DAYS")
+
+
+def check_retired_settings(environ: Mapping[str, str] | None = None) -> None:
+    """:class:`UsageError` naming the replacement if a retired setting is still set."""
+    env = os.environ if environ is None else environ
+    for name in RETIRED_SETTINGS:
+        if name in env:
+            raise UsageError(
+                f"{name} is no longer supported: weeks are FINRA trading weeks and are expected by FINRA's "
+                "publication calendar; unset it and use SPINE_PUBLICATION_GRACE_DAYS (days after FINRA's first "
+                "publication before a week is expected, default 1)"
+            )
+
+
 def load_settings() -> Settings:
+    check_retired_settings()
     return Settings()

@@ -4,6 +4,7 @@ Enqueues the real FINRA weeks found in ``../shared/data/finra_otc/`` (or, when t
 absent, a small sample generated in FINRA's format) as chained ingest work items, runs the local
 worker until idle, then prints the doctor's report and the most concentrated symbols (HHI).
 Everything goes through the same services as ``spine work``, ``spine worker`` and ``spine doctor``.
+A file's name carries the day FINRA published it; its trading week comes from FINRA's calendar.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from market_spine.config import load_settings
+from market_spine.core.calendar import describe_week
 from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.core.stages import INGEST
 from market_spine.core.states import WorkState
@@ -29,6 +31,7 @@ from market_spine.db import migrate
 from market_spine.db.engine import default_data_dir, make_engine, normalize_url, start_embedded
 from market_spine.errors import SpineError
 from market_spine.finra.sample import write_sample_week
+from market_spine.finra.schedule import finra_calendar
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict
 from market_spine.services.query import top_concentrated
 from market_spine.services.queue import LocalQueue
@@ -39,10 +42,14 @@ REAL_DATA = Path("..") / "shared" / "data" / "finra_otc"
 _FILE_NAME = re.compile(r"finra_otc_weekly_(?P<tier>[a-z0-9_]+)_(?P<day>\d{8})\.csv$")
 
 
+# The days FINRA published the two real OTC files; samples are generated for the same days.
+PUBLICATION_DAYS = (date(2025, 12, 15), date(2025, 12, 22))
+
+
 @dataclass(frozen=True)
 class WeekFile:
     path: Path
-    week_ending: date
+    week: date  # the trading week (Monday)
     tier: Tier
 
 
@@ -51,20 +58,27 @@ def utcnow() -> datetime:
 
 
 def find_week_files(folder: Path) -> list[WeekFile]:
+    """Weekly files named as FINRA names them (by publication day), each with the trading week
+    FINRA published on that day."""
+    calendar = finra_calendar()
     found = []
     for path in sorted(folder.glob("finra_otc_weekly_*.csv")):
         match = _FILE_NAME.search(path.name)
         if match:
             day = datetime.strptime(match["day"], "%Y%m%d").replace(tzinfo=UTC).date()
-            found.append(WeekFile(path.resolve(), day, Tier(match["tier"].upper())))
+            tier = Tier(match["tier"].upper())
+            found.append(WeekFile(path.resolve(), calendar.newest_published_week(tier, day), tier))
     return found
 
 
 def generate_sample(folder: Path) -> list[WeekFile]:
+    """Sample files of every tier for the weeks FINRA published on :data:`PUBLICATION_DAYS`."""
+    calendar = finra_calendar()
     files = []
-    for week in (date(2025, 12, 15), date(2025, 12, 22)):
+    for day in PUBLICATION_DAYS:
         for tier in Tier:
-            path = write_sample_week(folder / weekly_file_name(week, tier), week, tier, symbols=200, seed=7)
+            week = calendar.newest_published_week(tier, day)
+            path = write_sample_week(folder / weekly_file_name(day, tier), week, tier, symbols=200, seed=7)
             files.append(WeekFile(path, week, tier))
     return files
 
@@ -94,7 +108,7 @@ def print_outcome(outcome: AttemptOutcome) -> None:
     partition = FinraPartition.model_validate_json(outcome.partition_key)
     stage = outcome.pipeline.rsplit(".", 1)[-1]
     detail = f" ({outcome.error})" if outcome.error else ""
-    print(f"  {stage:<15} {partition.week_ending} {partition.tier.value:<10} → {outcome.state.value}{detail}")
+    print(f"  {stage:<15} {partition.week} {partition.tier.value:<10} → {outcome.state.value}{detail}")
 
 
 def main() -> int:
@@ -115,7 +129,7 @@ def main() -> int:
     for f in files:
         spec = WorkItemSpec(
             pipeline=INGEST,
-            partition=FinraPartition(week_ending=f.week_ending, tier=f.tier),
+            partition=FinraPartition(week=f.week, tier=f.tier),
             params={"file": str(f.path)},
             chain=True,
         )
@@ -127,14 +141,17 @@ def main() -> int:
     complete = report.count(WorkState.COMPLETE)
     print(f"  {len(report.outcomes)} attempts, {complete} COMPLETE")
 
-    weeks = sorted({f.week_ending for f in files})
     tiers = tuple(sorted({f.tier for f in files}))
+    count = max(sum(1 for f in files if f.tier is tier) for tier in tiers)
+    # As of the day the newest file is due (FINRA's publication plus the grace): every week is expected.
+    defaults = DoctorOptions(weeks=count, tiers=tiers)
+    as_of = max(defaults.calendar.due(f.week, f.tier) for f in files)
+    options = replace(defaults, as_of=as_of)
     print(
-        f"\n3. Doctor (spine doctor finra.otc_transparency --weeks {len(weeks)} --as-of {weeks[-1]}"
+        f"\n3. Doctor (spine doctor finra.otc_transparency --weeks {count} --as-of {as_of}"
         + "".join(f" --tier {t.value}" for t in tiers)
         + ")"
     )
-    options = DoctorOptions(weeks=len(weeks), as_of=weeks[-1], tiers=tiers)
     doctor = report_as_dict(check(engine, options, utcnow().date()), options)
     verdict = "HEALTHY" if doctor["healthy"] else "GAPS FOUND"
     print(
@@ -144,10 +161,11 @@ def main() -> int:
     for gap in doctor["gaps"]:
         print(f"  - {gap['kind']}: {gap['remediation']}")
 
-    print(f"\n4. Most concentrated symbols traded on 2+ venues, week {weeks[-1]} (spine query hhi …)")
+    print("\n4. Most concentrated symbols traded on 2+ venues, newest week of each tier (spine query hhi …)")
     for tier in tiers:
-        rows = top_concentrated(engine, weeks[-1], tier, limit=5, min_venues=2)
-        print(f"  {tier.value}:")
+        week = max(f.week for f in files if f.tier is tier)
+        rows = top_concentrated(engine, week, tier, limit=5, min_venues=2)
+        print(f"  {tier.value}, week {describe_week(week)}:")
         for row in rows:
             print(f"    {row['symbol']:<8} HHI {row['hhi']:.4f}  venues {row['venue_count']}  volume {row['volume']:,}")
 

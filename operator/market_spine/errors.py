@@ -48,6 +48,17 @@ class SourceUnavailable(SpineError):
     exit_code = 5
 
 
+class NotPublishedYet(SourceUnavailable):
+    """FINRA has not published the week yet (retryable: it will, on the day its calendar says)."""
+
+
+class OutsideDataWindow(SpineError):
+    """The source no longer holds what was asked for (a week older than FINRA keeps): permanent."""
+
+    exit_code = 9
+    retryable = False
+
+
 class NotFound(SpineError):
     """A work item, capture or partition that does not exist."""
 

@@ -77,7 +77,8 @@ def _check_params(where: str, args: list[str], params: dict[str, Any]) -> None:
     """The parsed values are the ones the chart meant (no option swallowed by another)."""
     if args[:2] == ["work", "enqueue"]:
         assert params["pipeline"] == "finra.otc_transparency.ingest_week", where
-        assert str(params["week_ending"]) == "latest", where
+        assert str(params["week"]) == "latest", where  # per tier, the newest week FINRA has published
+        assert params["week_ending"] is None, where
         assert str(params["tier"]).rsplit(".", 1)[-1] in {"NMS_TIER_1", "NMS_TIER_2", "OTC"}, where
         assert params["chain"] is True, where
     if args[0] == "doctor":

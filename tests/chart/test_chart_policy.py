@@ -340,7 +340,7 @@ def test_one_enqueue_cronjob_per_tier(rendered: Rendered) -> None:
             "work",
             "enqueue",
             "finra.otc_transparency.ingest_week",
-            "--week-ending",
+            "--week",
             "latest",
             "--tier",
             tier,
@@ -395,8 +395,8 @@ def _calendar_envs(rendered: Rendered) -> dict[str, dict[str, dict[str, Any]]]:
 def test_calendar_settings_reach_operator_doctor_and_enqueue(
     all_features: Rendered, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """calendar.* becomes SPINE_WEEK_ENDING_WEEKDAY and SPINE_PUBLICATION_LAG_DAYS (JSON), read by
-    Settings exactly as the values file says, in the operator and in every CronJob."""
+    """calendar.publicationGraceDays becomes SPINE_PUBLICATION_GRACE_DAYS, read by Settings exactly
+    as the values file says, in the operator and in every CronJob; the retired settings are never set."""
     envs = _calendar_envs(all_features)
     assert set(envs) == {
         "ms-market-spine",
@@ -406,25 +406,19 @@ def test_calendar_settings_reach_operator_doctor_and_enqueue(
         "ms-market-spine-enqueue-otc",
     }
     for name, env in envs.items():
-        assert env["SPINE_WEEK_ENDING_WEEKDAY"]["value"] == "4", name
-        for var in ("SPINE_WEEK_ENDING_WEEKDAY", "SPINE_PUBLICATION_LAG_DAYS"):
-            monkeypatch.setenv(var, env[var]["value"])
-        settings = Settings()
-        assert settings.week_ending_weekday == 4, name
-        assert {tier.value: days for tier, days in settings.publication_lag_days.items()} == {
-            "NMS_TIER_1": 14,
-            "NMS_TIER_2": 14,
-            "OTC": 21,
-        }, name
+        assert env["SPINE_PUBLICATION_GRACE_DAYS"]["value"] == "3", name
+        assert not {"SPINE_WEEK_ENDING_WEEKDAY", "SPINE_PUBLICATION_LAG_DAYS"} & set(env), name
+        monkeypatch.setenv("SPINE_PUBLICATION_GRACE_DAYS", env["SPINE_PUBLICATION_GRACE_DAYS"]["value"])
+        assert Settings().publication_grace_days == 3, name
 
 
 def test_calendar_defaults(default: Rendered) -> None:
-    """By default: Monday weeks (the Settings default) and no publication lag variable at all."""
+    """By default the grace is the Settings default (one day)."""
     envs = _calendar_envs(default)
     assert len(envs) == 5
     for name, env in envs.items():
-        assert env["SPINE_WEEK_ENDING_WEEKDAY"]["value"] == str(Settings.model_fields["week_ending_weekday"].default)
-        assert "SPINE_PUBLICATION_LAG_DAYS" not in env, name
+        expected = str(Settings.model_fields["publication_grace_days"].default)
+        assert env["SPINE_PUBLICATION_GRACE_DAYS"]["value"] == expected == "1", name
 
 
 # --- images ----------------------------------------------------------------------------------------

@@ -43,10 +43,12 @@ def test_wrong_type_is_rejected_by_helm(template: Callable[..., HelmResult]) -> 
         (["prometheus.serviceMonitor.interval=30 seconds"], "/prometheus/serviceMonitor/interval"),
         (["operator.resources.limit.memory=1Gi"], "/operator/resources"),
         (["containerSecurityContext.readOnlyRootFilesytem=true"], "/containerSecurityContext"),
-        (["calendar.weekEndingWeekday=7"], "/calendar/weekEndingWeekday"),
-        (["calendar.publicationLagDays.OTC=-1"], "/calendar/publicationLagDays/OTC"),
-        # Helm reports a property-name violation at the root: "invalid propertyName 'NMS_TIER_3'".
-        (["calendar.publicationLagDays.NMS_TIER_3=14"], ""),
+        (["calendar.publicationGraceDays=-1"], "/calendar/publicationGraceDays"),
+        (["cronjobs.enqueue.week=last-monday"], "/cronjobs/enqueue/week"),
+        # The settings of the earlier week model are gone: refused, not silently ignored.
+        (["calendar.weekEndingWeekday=0"], "/calendar"),
+        (["calendar.publicationLagDays.OTC=14"], "/calendar"),
+        (["cronjobs.enqueue.weekEnding=latest"], "/cronjobs/enqueue"),
     ],
 )
 def test_schema_rejects_bad_values(template: Callable[..., HelmResult], sets: list[str], where: str) -> None:

@@ -41,13 +41,33 @@ def test_unknown_pipeline(spine: Spine) -> None:
 def test_unknown_tier(spine: Spine) -> None:
     result = spine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "TIER_9")
     assert result.code == 2
-    _one_line_error(result.err, "unknown tier 'TIER_9'", "NMS_TIER_1, NMS_TIER_2, OTC")
+    _one_line_error(result.err, "unknown tier 'TIER_9'", "NMS_TIER_1 (T1), NMS_TIER_2 (T2), OTC (OTCE)")
 
 
 def test_bad_date(spine: Spine) -> None:
     result = spine("work", "enqueue", INGEST, "--week-ending", "2025-13-01", "--tier", "OTC")
     assert result.code == 2
     _one_line_error(result.err, "--week-ending must be a date as YYYY-MM-DD")
+
+
+def test_week_and_week_ending_are_one_option(spine: Spine) -> None:
+    both = spine("work", "enqueue", INGEST, "--week", "2025-11-10", "--week-ending", "2025-11-14", "--tier", "OTC")
+    assert both.code == 2
+    _one_line_error(both.err, "give --week or --week-ending, not both")
+    neither = spine("work", "retry", INGEST, "--tier", "OTC")
+    assert neither.code == 2
+    _one_line_error(neither.err, "name the trading week with --week DATE")
+    # A file that is not readable here (a path in the Job's pod) cannot tell its week.
+    elsewhere = spine("work", "enqueue", INGEST, "--tier", "OTC", "--file", "/in/the/pod/week.csv")
+    assert elsewhere.code == 2
+    _one_line_error(
+        elsewhere.err,
+        "name the trading week with --week DATE: cannot read it off the file here (/in/the/pod/week.csv: no such file)",
+    )
+    # Outside file ingest, the week is never guessed.
+    source = spine("run", INGEST, "--tier", "OTC", "--source", "finra-api")
+    assert source.code == 2
+    _one_line_error(source.err, "name the trading week with --week DATE")
 
 
 def test_unknown_domain_for_doctor_exits_2(spine: Spine) -> None:
@@ -109,11 +129,11 @@ def test_bad_header_file_fails_cleanly_and_writes_nothing(spine: Spine, tmp_path
 def test_wrong_week_file_fails_cleanly_and_writes_nothing(spine: Spine, tmp_path: Path) -> None:
     from datetime import date
 
-    path = write_sample_week(tmp_path / "w.csv", date(2025, 12, 8), Tier.OTC, symbols=5)
-    result = spine("run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(path))
+    path = write_sample_week(tmp_path / "w.csv", date(2025, 11, 3), Tier.OTC, symbols=5)  # published 2025-12-08
+    result = spine("run", INGEST, "--week", "2025-11-10", "--tier", "OTC", "--file", str(path))
     assert result.code == 4
-    _one_line_error(result.err, "2025-12-08", "2025-12-15")
-    captures = spine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    _one_line_error(result.err, "published on 2025-12-08", "OTC week 2025-11-10 on 2025-12-15", "use --week 2025-11-03")
+    captures = spine("query", "captures", "--week", "2025-11-10", "--tier", "OTC", "--format", "json")
     assert captures.json() == []
 
 
@@ -146,3 +166,14 @@ def test_usage_errors_are_usage_messages_not_tracebacks(
     assert result.code == code
     assert fragment in result.err
     assert "Traceback" not in result.err
+
+
+def test_every_kind_of_error_has_its_own_exit_code() -> None:
+    import market_spine.kube.client  # noqa: F401  (KubeError is defined there)
+    from market_spine.errors import SpineError, _all_errors
+
+    # A subclass may share its parent's code on purpose (NotPublishedYet is a SourceUnavailable);
+    # a class that sets its own code must not reuse another's.
+    own = [e for e in _all_errors(SpineError) if "exit_code" in vars(e)]
+    codes = [e.exit_code for e in own]
+    assert len(codes) == len(set(codes)), {e.__name__: e.exit_code for e in own}

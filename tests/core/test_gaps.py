@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from market_spine.core.calendar import expected_partitions
+from market_spine.core.calendar import PublicationCalendar
 from market_spine.core.gaps import (
     FailedWork,
     GapReport,
@@ -36,7 +36,16 @@ def full_manifest(weeks: Sequence[date] = (W1, W2, W3), tiers: Sequence[Tier] = 
 
 
 def expected() -> list[tuple[date, Tier]]:
-    return expected_partitions(AS_OF, 3)
+    """Three weeks × three tiers (which weeks the calendar expects is ``core.calendar``'s job)."""
+    return [(w, t) for w in (W1, W2, W3) for t in Tier]
+
+
+def on_monday(week: date, _tier: Tier) -> date:
+    """A week that is due on its own Monday (the default without a calendar)."""
+    return week
+
+
+LATER = date(2025, 12, 24)  # the week after W3 has been due (on its Monday) for 2 days
 
 
 def test_expected_fixture_is_3_weeks_by_3_tiers() -> None:
@@ -92,7 +101,7 @@ def test_seed_scenario_one_week_missing_gives_exactly_three_missing_partitions()
         MissingPartition(
             W2,
             tier,
-            f"spine run finra.otc_transparency.ingest_week --week-ending 2025-12-08 --tier {tier.value} "
+            f"spine run finra.otc_transparency.ingest_week --week 2025-12-08 --tier {tier.value} "
             "--source finra-api --chain",
         )
         for tier in (T1, T2, OTC)
@@ -101,7 +110,7 @@ def test_seed_scenario_one_week_missing_gives_exactly_three_missing_partitions()
         assert gap.kind == "missing_partition"
         argv = shlex.split(gap.remediation)
         assert argv[:3] == ["spine", "run", INGEST]
-        assert argv[3:7] == ["--week-ending", "2025-12-08", "--tier", gap.tier.value]
+        assert argv[3:7] == ["--week", "2025-12-08", "--tier", gap.tier.value]
         assert argv[-1] == "--chain"
 
 
@@ -109,15 +118,15 @@ def test_empty_stage_map_counts_as_missing() -> None:
     manifest = full_manifest()
     manifest[(W3, OTC)] = {}
     report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest)
-    assert [(g.week_ending, g.tier) for g in report.missing] == [(W3, OTC)]
+    assert [(g.week, g.tier) for g in report.missing] == [(W3, OTC)]
     assert report.incomplete == []
 
 
 def test_missing_sorted_by_week_then_tier() -> None:
     shuffled = [(W3, OTC), (W1, T2), (W3, T1), (W1, OTC), (W2, T1)]
     report = detect_gaps(as_of=AS_OF, expected=shuffled, manifest={})
-    assert [(g.week_ending, g.tier) for g in report.missing] == sorted(shuffled)
-    assert [(g.week_ending, g.tier) for g in report.missing] == [
+    assert [(g.week, g.tier) for g in report.missing] == sorted(shuffled)
+    assert [(g.week, g.tier) for g in report.missing] == [
         (W1, T2),
         (W1, OTC),
         (W2, T1),
@@ -139,14 +148,14 @@ def test_ingest_source_supplies_the_file_argument_with_shell_quoting() -> None:
     assert calls == [(W2, OTC)]
     (gap,) = report.missing
     assert gap.remediation == (
-        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-08 --tier OTC "
+        "spine run finra.otc_transparency.ingest_week --week 2025-12-08 --tier OTC "
         "--file '/data/landing zone/finra OTC 2025-12-08.csv' --chain"
     )
     assert shlex.split(gap.remediation) == [
         "spine",
         "run",
         INGEST,
-        "--week-ending",
+        "--week",
         "2025-12-08",
         "--tier",
         "OTC",
@@ -197,7 +206,7 @@ def test_incomplete_chain_runs_the_first_missing_stage(
             T2,
             present,
             missing,
-            f"spine run {pipeline} --week-ending 2025-12-15 --tier NMS_TIER_2 --chain",
+            f"spine run {pipeline} --week 2025-12-15 --tier NMS_TIER_2 --chain",
         )
     ]
     assert report.incomplete[0].kind == "incomplete_chain"
@@ -213,9 +222,7 @@ def test_raw_present_normalized_missing_runs_normalize_week() -> None:
     assert isinstance(gap, IncompleteChain)
     assert gap.present == (Stage.RAW,)
     assert gap.missing == (Stage.NORMALIZED, Stage.CALC)
-    assert gap.remediation == (
-        "spine run finra.otc_transparency.normalize_week --week-ending 2025-12-08 --tier OTC --chain"
-    )
+    assert gap.remediation == ("spine run finra.otc_transparency.normalize_week --week 2025-12-08 --tier OTC --chain")
 
 
 def test_raw_missing_but_later_stages_present_re_ingests() -> None:
@@ -228,8 +235,7 @@ def test_raw_missing_but_later_stages_present_re_ingests() -> None:
     assert gap.present == (Stage.NORMALIZED, Stage.CALC)
     assert gap.missing == (Stage.RAW,)
     assert gap.remediation == (
-        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-01 --tier NMS_TIER_1 "
-        "--file '/x y.csv' --chain"
+        "spine run finra.otc_transparency.ingest_week --week 2025-12-01 --tier NMS_TIER_1 --file '/x y.csv' --chain"
     )
 
 
@@ -254,36 +260,36 @@ def test_failed_work_gets_a_retry_command() -> None:
             NORMALIZE,
             key,
             "row 17: negative volume",
-            "spine work retry finra.otc_transparency.normalize_week --week-ending 2025-12-15 --tier OTC",
+            "spine work retry finra.otc_transparency.normalize_week --week 2025-12-15 --tier OTC",
         ),
         FailedWork(
             INGEST,
-            '{"tier":"NMS_TIER_1","week_ending":"2025-12-08"}',
+            '{"tier":"NMS_TIER_1","week":"2025-12-08"}',
             None,
-            "spine work retry finra.otc_transparency.ingest_week --week-ending 2025-12-08 --tier NMS_TIER_1",
+            "spine work retry finra.otc_transparency.ingest_week --week 2025-12-08 --tier NMS_TIER_1",
         ),
     ]
     assert all(g.kind == "failed_work" for g in report.failed)
 
 
 def test_retry_command_ignores_key_order() -> None:
-    a = retry_command(COMPUTE, '{"tier":"OTC","week_ending":"2025-12-15"}')
-    b = retry_command(COMPUTE, '{"week_ending": "2025-12-15", "tier": "OTC"}')
-    assert a == b == "spine work retry finra.otc_transparency.compute_week --week-ending 2025-12-15 --tier OTC"
+    a = retry_command(COMPUTE, '{"tier":"OTC","week":"2025-12-15"}')
+    b = retry_command(COMPUTE, '{"week": "2025-12-15", "tier": "OTC"}')
+    assert a == b == "spine work retry finra.otc_transparency.compute_week --week 2025-12-15 --tier OTC"
 
 
 # --- stale --------------------------------------------------------------------------------------------------
 
 
 def test_stale_after_days() -> None:
-    # Every partition is complete, but the newest CALC week (15 Dec) is 2 days old on 17 Dec.
-    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=full_manifest(), stale_after_days=1)
+    # Every partition is complete, but the week after the newest one (W3) was due 2 days ago.
+    report = detect_gaps(as_of=LATER, expected=expected(), manifest=full_manifest(), stale_after_days=1)
     assert report.stale == [
         StaleTier(
             tier,
             W3,
-            2,
-            f"spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier {tier.value} "
+            9,
+            f"spine run finra.otc_transparency.ingest_week --week 2025-12-15 --tier {tier.value} "
             "--source finra-api --chain",
         )
         for tier in (T1, T2, OTC)
@@ -295,8 +301,20 @@ def test_stale_after_days() -> None:
 
 @pytest.mark.parametrize(("days", "stale"), [(0, True), (1, True), (2, False), (3, False)])
 def test_stale_boundary_is_strictly_older(days: int, stale: bool) -> None:
-    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=full_manifest(), stale_after_days=days)
+    report = detect_gaps(as_of=LATER, expected=expected(), manifest=full_manifest(), stale_after_days=days)
     assert bool(report.stale) is stale
+
+
+def test_a_tier_is_not_stale_before_finra_publishes_its_next_week() -> None:
+    # OTC's next week after W3 (2025-12-22) is published 35 days later, on 2026-01-26, and due a
+    # day after: until then OTC is as fresh as FINRA allows, however old W3 is.
+    due = PublicationCalendar(grace_days=1).due
+    manifest = full_manifest(tiers=(OTC,))
+    window = [(w, OTC) for w in (W1, W2, W3)]
+    fresh = detect_gaps(as_of=date(2026, 1, 27), expected=window, manifest=manifest, stale_after_days=0, due=due)
+    assert fresh.healthy
+    late = detect_gaps(as_of=date(2026, 1, 28), expected=window, manifest=manifest, stale_after_days=0, due=due)
+    assert [(g.tier, g.newest_week, g.age_days) for g in late.stale] == [(OTC, W3, 44)]
 
 
 def test_no_stale_check_without_threshold() -> None:
@@ -305,11 +323,9 @@ def test_no_stale_check_without_threshold() -> None:
 
 
 def test_stale_uses_the_newest_calc_week_even_outside_the_window() -> None:
-    # OTC has a newer complete week than the (lagged) window expects: it is fresh.
-    window = expected_partitions(AS_OF, 3, publication_lag_days={OTC: 7})
-    assert (W3, OTC) not in window
-    manifest = full_manifest()
-    report = detect_gaps(as_of=AS_OF, expected=window, manifest=manifest, stale_after_days=5)
+    # OTC has a newer complete week than the window expects: it is fresh.
+    window = [(w, t) for w in (W1, W2) for t in Tier]
+    report = detect_gaps(as_of=LATER, expected=window, manifest=full_manifest(), stale_after_days=5, due=on_monday)
     assert report.healthy
 
 
@@ -318,17 +334,17 @@ def test_stale_ignores_weeks_without_calc() -> None:
     window = [(w, T1) for w in (W1, W2)]
     manifest = full_manifest(weeks=(W1, W2), tiers=(T1,))
     manifest[(W3, T1)] = {Stage.RAW: TS}
-    report = detect_gaps(as_of=AS_OF, expected=window, manifest=manifest, stale_after_days=7)
+    report = detect_gaps(as_of=AS_OF + timedelta(days=1), expected=window, manifest=manifest, stale_after_days=2)
     (gap,) = report.stale
-    assert (gap.tier, gap.newest_week, gap.age_days) == (T1, W2, 9)
-    assert gap.remediation.startswith("spine run finra.otc_transparency.ingest_week --week-ending 2025-12-08 ")
+    assert (gap.tier, gap.newest_week, gap.age_days) == (T1, W2, 10)
+    assert gap.remediation.startswith("spine run finra.otc_transparency.ingest_week --week 2025-12-08 ")
 
 
 def test_stale_not_double_counted_for_missing_or_incomplete_tiers() -> None:
     manifest = full_manifest()
     del manifest[(W3, OTC)]  # OTC: missing
     manifest[(W3, T2)] = {Stage.RAW: TS}  # T2: incomplete
-    report = detect_gaps(as_of=AS_OF, expected=expected(), manifest=manifest, stale_after_days=1)
+    report = detect_gaps(as_of=LATER, expected=expected(), manifest=manifest, stale_after_days=1)
     assert [g.tier for g in report.missing] == [OTC]
     assert [g.tier for g in report.incomplete] == [T2]
     assert [g.tier for g in report.stale] == [T1]
@@ -337,7 +353,7 @@ def test_stale_not_double_counted_for_missing_or_incomplete_tiers() -> None:
 
 def test_stale_remediation_uses_ingest_source() -> None:
     report = detect_gaps(
-        as_of=AS_OF,
+        as_of=LATER,
         expected=[(W3, OTC)],
         manifest=full_manifest(tiers=(OTC,)),
         stale_after_days=0,
@@ -345,7 +361,7 @@ def test_stale_remediation_uses_ingest_source() -> None:
     )
     (gap,) = report.stale
     assert gap.remediation == (
-        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier OTC "
+        "spine run finra.otc_transparency.ingest_week --week 2025-12-15 --tier OTC "
         "--file '/landing/OTC 2025-12-15.csv' --chain"
     )
 
@@ -358,16 +374,16 @@ def test_all_gap_kinds_together() -> None:
     del manifest[(W1, T1)]
     manifest[(W2, T2)] = {Stage.RAW: TS, Stage.NORMALIZED: TS}
     report = detect_gaps(
-        as_of=AS_OF,
+        as_of=LATER,
         expected=expected(),
         manifest=manifest,
         failed_work=[(COMPUTE, canonical_key(finra_partition(W2, T2)), "boom")],
         stale_after_days=1,
     )
-    assert [(g.week_ending, g.tier) for g in report.missing] == [(W1, T1)]
-    assert [(g.week_ending, g.tier) for g in report.incomplete] == [(W2, T2)]
+    assert [(g.week, g.tier) for g in report.missing] == [(W1, T1)]
+    assert [(g.week, g.tier) for g in report.incomplete] == [(W2, T2)]
     assert [g.tier for g in report.stale] == [OTC]
-    assert [g.partition_key for g in report.failed] == ['{"tier":"NMS_TIER_2","week_ending":"2025-12-08"}']
+    assert [g.partition_key for g in report.failed] == ['{"tier":"NMS_TIER_2","week":"2025-12-08"}']
     assert report.gap_count == 4
     assert not report.healthy
 
@@ -377,11 +393,11 @@ def test_all_gap_kinds_together() -> None:
 
 def test_run_command_shapes() -> None:
     assert run_command(INGEST, W3, OTC) == (
-        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier OTC --chain"
+        "spine run finra.otc_transparency.ingest_week --week 2025-12-15 --tier OTC --chain"
     )
     assert run_command(INGEST, W3, OTC, ("--source", "finra-api"), chain=False) == (
-        "spine run finra.otc_transparency.ingest_week --week-ending 2025-12-15 --tier OTC --source finra-api"
+        "spine run finra.otc_transparency.ingest_week --week 2025-12-15 --tier OTC --source finra-api"
     )
     assert run_command(COMPUTE, W1, T1, ["--file", "a b"]) == (
-        "spine run finra.otc_transparency.compute_week --week-ending 2025-12-01 --tier NMS_TIER_1 --file 'a b' --chain"
+        "spine run finra.otc_transparency.compute_week --week 2025-12-01 --tier NMS_TIER_1 --file 'a b' --chain"
     )

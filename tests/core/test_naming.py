@@ -24,8 +24,8 @@ def assert_valid(name: str) -> None:
 
 def test_golden_name() -> None:
     # Names must be stable across releases: an operator upgraded mid-attempt recomputes them.
-    name = work_item_name(DOMAIN, INGEST, {"week_ending": "2025-12-15", "tier": "OTC"})
-    assert name == "ingest-week-2025-12-15-otc-231acfd0"
+    name = work_item_name(DOMAIN, INGEST, {"week": "2025-11-10", "tier": "OTC"})
+    assert name == "ingest-week-2025-11-10-otc-780929ab"
     assert_valid(name)
 
 
@@ -40,8 +40,8 @@ def test_name_shape(pipeline: str, tier: Tier) -> None:
 
 
 def test_deterministic_and_key_order_independent() -> None:
-    a = work_item_name(DOMAIN, INGEST, {"week_ending": "2025-12-15", "tier": "OTC"})
-    b = work_item_name(DOMAIN, INGEST, {"tier": "OTC", "week_ending": "2025-12-15"})
+    a = work_item_name(DOMAIN, INGEST, {"week": "2025-12-15", "tier": "OTC"})
+    b = work_item_name(DOMAIN, INGEST, {"tier": "OTC", "week": "2025-12-15"})
     c = work_item_name(DOMAIN, INGEST, finra_partition(WEEK, Tier.OTC))
     assert a == b == c
     assert all(work_item_name(DOMAIN, INGEST, finra_partition(WEEK, Tier.OTC)) == a for _ in range(10))
@@ -66,13 +66,13 @@ def test_domain_is_part_of_the_identity() -> None:
 
 LONG_PIPELINE = "finra.otc_transparency." + "very_long_pipeline_name_" * 5
 AWKWARD = [
-    (INGEST, {"week_ending": "2025-12-15", "tier": "OTC"}),
-    (LONG_PIPELINE, {"week_ending": "2025-12-15", "tier": "NMS_TIER_1"}),
-    (INGEST, {"week_ending": "2025-12-15", "tier": "X" * 200}),
+    (INGEST, {"week": "2025-12-15", "tier": "OTC"}),
+    (LONG_PIPELINE, {"week": "2025-12-15", "tier": "NMS_TIER_1"}),
+    (INGEST, {"week": "2025-12-15", "tier": "X" * 200}),
     (INGEST, {"a": "Ünïcödé Välue", "b": "UPPER lower", "c": "dots.and_underscores"}),
     ("Some.Pipeline.With CAPS & spaces", {"k": "v"}),
-    ("trailing.dot.", {"week_ending": "2025-12-15"}),
-    ("x", {"week_ending": "---", "tier": "___"}),
+    ("trailing.dot.", {"week": "2025-12-15"}),
+    ("x", {"week": "---", "tier": "___"}),
     ("x", {}),
     (INGEST, {"n": 42, "f": 1.5, "b": True}),
     (INGEST, {"k": "-" * 100 + "a"}),
@@ -107,7 +107,7 @@ def test_long_names_truncate_but_stay_unique() -> None:
 
 
 def test_job_name_short_item() -> None:
-    item = "ingest-week-2025-12-15-otc-231acfd0"
+    item = "ingest-week-2025-11-10-otc-780929ab"
     assert job_name(item, 1) == item + "-a1"
     assert job_name(item, 2) == item + "-a2"
     assert job_name(item, 20) == item + "-a20"

@@ -11,6 +11,7 @@ import pytest
 
 from market_spine.core.partitions import (
     DOMAIN,
+    FINRA_TIER_IDS,
     Tier,
     UnknownTier,
     canonical_key,
@@ -72,12 +73,19 @@ def test_parse_tier_is_idempotent_on_canonical_values(tier: Tier) -> None:
 def test_unknown_tier(raw: str) -> None:
     with pytest.raises(UnknownTier) as info:
         parse_tier(raw)
-    assert str(info.value) == f"unknown tier {raw!r}; expected one of NMS_TIER_1, NMS_TIER_2, OTC"
+    assert str(info.value) == f"unknown tier {raw!r}; expected one of NMS_TIER_1 (T1), NMS_TIER_2 (T2), OTC (OTCE)"
+
+
+def test_finra_tier_ids_map_both_ways() -> None:
+    assert FINRA_TIER_IDS == {Tier.NMS_TIER_1: "T1", Tier.NMS_TIER_2: "T2", Tier.OTC: "OTCE"}
+    assert {parse_tier(code) for code in FINRA_TIER_IDS.values()} == set(Tier)
+    assert all(parse_tier(code) is tier for tier, code in FINRA_TIER_IDS.items())
 
 
 def test_unknown_tier_is_a_value_error() -> None:
     assert issubclass(UnknownTier, ValueError)
-    with pytest.raises(ValueError, match=r"^unknown tier 'Tier 3'; expected one of NMS_TIER_1, NMS_TIER_2, OTC$"):
+    expected = r"^unknown tier 'Tier 3'; expected one of NMS_TIER_1 \(T1\), NMS_TIER_2 \(T2\), OTC \(OTCE\)$"
+    with pytest.raises(ValueError, match=expected):
         parse_tier("Tier 3")
 
 
@@ -85,10 +93,10 @@ def test_unknown_tier_is_a_value_error() -> None:
 
 
 def test_canonical_key_is_order_independent() -> None:
-    a = {"tier": "OTC", "week_ending": "2025-12-15"}
-    b = {"week_ending": "2025-12-15", "tier": "OTC"}
+    a = {"tier": "OTC", "week": "2025-12-15"}
+    b = {"week": "2025-12-15", "tier": "OTC"}
     assert list(a) != list(b)
-    assert canonical_key(a) == canonical_key(b) == '{"tier":"OTC","week_ending":"2025-12-15"}'
+    assert canonical_key(a) == canonical_key(b) == '{"tier":"OTC","week":"2025-12-15"}'
 
 
 def test_canonical_key_is_compact_sorted_json() -> None:
@@ -110,10 +118,10 @@ def test_canonical_key_is_ascii_only() -> None:
 
 
 def test_canonical_key_accepts_any_mapping_and_does_not_mutate() -> None:
-    source = {"week_ending": "2025-12-15", "tier": "OTC"}
+    source = {"week": "2025-12-15", "tier": "OTC"}
     proxy = MappingProxyType(source)
-    assert canonical_key(proxy) == '{"tier":"OTC","week_ending":"2025-12-15"}'
-    assert list(source) == ["week_ending", "tier"]
+    assert canonical_key(proxy) == '{"tier":"OTC","week":"2025-12-15"}'
+    assert list(source) == ["week", "tier"]
 
 
 def test_canonical_key_tier_enum_equals_its_string() -> None:
@@ -131,9 +139,9 @@ def test_canonical_key_distinguishes_values() -> None:
 
 def test_finra_partition() -> None:
     partition = finra_partition(date(2025, 12, 15), Tier.NMS_TIER_1)
-    assert partition == {"week_ending": "2025-12-15", "tier": "NMS_TIER_1"}
+    assert partition == {"week": "2025-12-15", "tier": "NMS_TIER_1"}
     assert all(type(v) is str for v in partition.values())
-    assert canonical_key(partition) == '{"tier":"NMS_TIER_1","week_ending":"2025-12-15"}'
+    assert canonical_key(partition) == '{"tier":"NMS_TIER_1","week":"2025-12-15"}'
 
 
 # --- captures -----------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ from market_spine.core.partitions import DOMAIN, Tier
 from market_spine.core.stages import INGEST, NORMALIZE
 from market_spine.core.workitem import BACKFILL_PRIORITY, DEFAULT_PRIORITY, FinraPartition, WorkItemSpec
 
-KEY_OTC = '{"tier":"OTC","week_ending":"2025-12-15"}'
+KEY_OTC = '{"tier":"OTC","week":"2025-12-15"}'
 
 
 def minimal(**overrides: object) -> WorkItemSpec:
     # normalize_week needs no source, so it is the smallest valid work item.
-    data: dict[str, object] = {"pipeline": NORMALIZE, "partition": {"week_ending": "2025-12-15", "tier": "OTC"}}
+    data: dict[str, object] = {"pipeline": NORMALIZE, "partition": {"week": "2025-12-15", "tier": "OTC"}}
     data.update(overrides)
     return WorkItemSpec.model_validate(data)
 
@@ -27,7 +27,7 @@ def test_defaults() -> None:
     spec = minimal()
     assert spec.domain == DOMAIN == "finra.otc_transparency"
     assert spec.pipeline == NORMALIZE
-    assert spec.partition == FinraPartition(week_ending=date(2025, 12, 15), tier=Tier.OTC)
+    assert spec.partition == FinraPartition(week=date(2025, 12, 15), tier=Tier.OTC)
     assert spec.params == {}
     assert spec.priority == DEFAULT_PRIORITY == 100
     assert spec.desired_at is None
@@ -59,7 +59,7 @@ def test_camel_case_crd_spec() -> None:
         {
             "domain": DOMAIN,
             "pipeline": INGEST,
-            "partition": {"weekEnding": "2025-12-15", "tier": "NMS Tier 1"},
+            "partition": {"week": "2025-12-15", "tier": "NMS Tier 1"},
             "params": {"file": "/landing/x.csv"},
             "priority": 25,
             "desiredAt": "2025-12-15T10:30:00Z",
@@ -69,7 +69,7 @@ def test_camel_case_crd_spec() -> None:
             "chain": True,
         }
     )
-    assert spec.partition.week_ending == date(2025, 12, 15)
+    assert spec.partition.week == date(2025, 12, 15)
     assert spec.partition.tier is Tier.NMS_TIER_1
     assert spec.params == {"file": "/landing/x.csv"}
     assert spec.priority == 25
@@ -83,7 +83,7 @@ def test_camel_case_crd_spec() -> None:
 def test_camel_case_round_trip() -> None:
     spec = minimal(desiredAt="2025-12-15T10:30:00+01:00", maxAttempts=4, retry={"backoffSeconds": 60})
     dumped = spec.model_dump(mode="json", by_alias=True)
-    assert dumped["partition"] == {"weekEnding": "2025-12-15", "tier": "OTC"}
+    assert dumped["partition"] == {"week": "2025-12-15", "tier": "OTC"}
     assert dumped["maxAttempts"] == 4
     assert dumped["retry"]["backoffSeconds"] == 60
     assert "desiredAt" in dumped and "activeDeadlineSeconds" in dumped
@@ -133,14 +133,14 @@ def test_desired_at_aware_values(value: object, expected: datetime | None) -> No
 
 def test_partition_key_is_canonical() -> None:
     assert minimal().partition_key == KEY_OTC
-    reordered = minimal(partition={"tier": "OTC", "weekEnding": "2025-12-15"})
+    reordered = minimal(partition={"tier": "OTC", "week": "2025-12-15"})
     assert reordered.partition_key == KEY_OTC
-    assert FinraPartition(weekEnding=date(2025, 12, 15), tier=Tier.OTC).key == KEY_OTC
+    assert FinraPartition(week=date(2025, 12, 15), tier=Tier.OTC).key == KEY_OTC
 
 
 @pytest.mark.parametrize("tier", ["OTC", "otc", "OTCE", "otce", "Otc", Tier.OTC])
 def test_tier_alias_accepted_and_canonicalised(tier: object) -> None:
-    spec = minimal(partition={"weekEnding": "2025-12-15", "tier": tier})
+    spec = minimal(partition={"week": "2025-12-15", "tier": tier})
     assert spec.partition.tier is Tier.OTC
     assert spec.partition_key == KEY_OTC
     assert spec.name == minimal().name
@@ -151,32 +151,41 @@ def test_tier_alias_accepted_and_canonicalised(tier: object) -> None:
     [("NMS Tier 1", Tier.NMS_TIER_1), ("T1", Tier.NMS_TIER_1), ("tier_2", Tier.NMS_TIER_2), ("T2", Tier.NMS_TIER_2)],
 )
 def test_nms_tier_aliases(alias: str, tier: Tier) -> None:
-    partition = FinraPartition.model_validate({"weekEnding": "2025-12-15", "tier": alias})
+    partition = FinraPartition.model_validate({"week": "2025-12-15", "tier": alias})
     assert partition.tier is tier
-    assert partition.as_dict() == {"week_ending": "2025-12-15", "tier": tier.value}
+    assert partition.as_dict() == {"week": "2025-12-15", "tier": tier.value}
 
 
 def test_unknown_tier_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="unknown tier 'Tier 3'"):
-        minimal(partition={"weekEnding": "2025-12-15", "tier": "Tier 3"})
+        minimal(partition={"week": "2025-12-15", "tier": "Tier 3"})
 
 
 @pytest.mark.parametrize(
     "partition",
     [
-        {"weekEnding": "2025-13-01", "tier": "OTC"},
-        {"weekEnding": "not a date", "tier": "OTC"},
+        {"week": "2025-13-01", "tier": "OTC"},
+        {"week": "not a date", "tier": "OTC"},
         {"tier": "OTC"},
-        {"weekEnding": "2025-12-15"},
-        {"weekEnding": "2025-12-15", "tier": "OTC", "symbol": "AAPL"},
-        {"weekEnding": "2025-12-15", "tier": 1},
-        {"weekEnding": "2025-12-15", "tier": None},
+        {"week": "2025-12-15"},
+        {"week": "2025-12-15", "tier": "OTC", "symbol": "AAPL"},
+        {"week": "2025-12-15", "tier": 1},
+        {"week": "2025-12-15", "tier": None},
     ],
     ids=str,
 )
 def test_bad_partitions(partition: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         minimal(partition=partition)
+
+
+@pytest.mark.parametrize("day", ["2025-11-11", "2025-11-14", "2025-11-16"])
+def test_a_partition_week_must_be_its_monday(day: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        FinraPartition.model_validate({"week": day, "tier": "OTC"})
+    message = error.value.errors()[0]["msg"]
+    assert message.startswith("Value error, week must be the Monday that starts the trading week")
+    assert message.endswith("; use 2025-11-10")
 
 
 def test_partition_is_frozen() -> None:
@@ -229,7 +238,7 @@ def test_boundary_values_accepted(overrides: dict[str, object]) -> None:
 
 def test_pipeline_is_required() -> None:
     with pytest.raises(ValidationError):
-        WorkItemSpec.model_validate({"partition": {"weekEnding": "2025-12-15", "tier": "OTC"}})
+        WorkItemSpec.model_validate({"partition": {"week": "2025-12-15", "tier": "OTC"}})
 
 
 # --- name ------------------------------------------------------------------------------------------------
@@ -237,10 +246,10 @@ def test_pipeline_is_required() -> None:
 
 def test_name_is_the_deterministic_work_item_name() -> None:
     spec = minimal()
-    assert spec.name == work_item_name(DOMAIN, NORMALIZE, {"week_ending": "2025-12-15", "tier": "OTC"})
-    assert spec.name == "normalize-week-2025-12-15-otc-88dee4c2"
+    assert spec.name == work_item_name(DOMAIN, NORMALIZE, {"week": "2025-12-15", "tier": "OTC"})
+    assert spec.name == "normalize-week-2025-12-15-otc-3af944a9"
     ingest = minimal(pipeline=INGEST, params={"source": "finra-api"})
-    assert ingest.name == "ingest-week-2025-12-15-otc-231acfd0"
+    assert ingest.name == "ingest-week-2025-12-15-otc-2da37ac2"
 
 
 def test_name_ignores_non_identity_fields() -> None:
@@ -249,7 +258,7 @@ def test_name_ignores_non_identity_fields() -> None:
     other = minimal(priority=5, maxAttempts=9, chain=True, params={"file": "/x"}, desiredAt="2026-01-01T00:00:00Z")
     assert other.name == base.name
     assert minimal(pipeline="finra.otc_transparency.compute_week").name != base.name
-    assert minimal(partition={"weekEnding": "2025-12-08", "tier": "OTC"}).name != base.name
+    assert minimal(partition={"week": "2025-12-08", "tier": "OTC"}).name != base.name
 
 
 @pytest.mark.parametrize("params", [{"file": "/landing/w.csv"}, {"url": "https://x/w.csv"}, {"source": "finra-api"}])

@@ -396,3 +396,47 @@ def test_placeholders_and_broken_quotes_are_reported() -> None:
     placeholder, unbalanced = extract_commands(README, text)
     assert "placeholder" in (check(placeholder) or "")
     assert "cannot split" in (check(unbalanced) or "")
+
+
+# --- the FINRA data page: its commands run, in order, as written ------------------------------------
+
+FINRA_PAGE = ROOT / "docs" / "finra-data.md"
+EXIT_COMMENT = re.compile(r"#\s*exit\s+(\d+)\s*$")
+
+
+def runnable_commands(path: Path) -> list[tuple[DocCommand, int]]:
+    """Each ``spine`` command of the page's shell blocks with the exit code its ``# exit N``
+    comment documents (0 without one), in page order."""
+    comments = {}
+    text = path.read_text(encoding="utf-8")
+    for language, first, lines in code_blocks(text):
+        if language in SHELL_LANGUAGES:
+            for number, line in logical_lines(lines, first):
+                match = EXIT_COMMENT.search(line)
+                comments[number] = int(match[1]) if match else 0
+    return [(command, comments[command.line]) for command in extract_commands(path, text)]
+
+
+def test_the_finra_data_page_is_listed_and_has_commands() -> None:
+    readme = README.read_text(encoding="utf-8")
+    assert "docs/finra-data.md" in readme
+    commands = runnable_commands(FINRA_PAGE)
+    assert len(commands) >= 6
+    assert [code for _, code in commands].count(4) == 1  # the refused example
+
+
+@pytest.mark.realdata
+def test_the_finra_data_page_commands_run_as_written(
+    spine: Any, finra_api: Any, finra_files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run every command of docs/finra-data.md from the repository root (where its relative paths
+    to ../shared/data point), with FINRA's API played by the test double and the clock on the day
+    after FINRA published the second real file; each exits with the code the page documents."""
+    from datetime import UTC, datetime
+
+    monkeypatch.chdir(ROOT)
+    spine.now = datetime(2025, 12, 23, 10, 0, tzinfo=UTC)
+    for command, expected in runnable_commands(FINRA_PAGE):
+        result = spine(*command.argv)
+        assert result.code == expected, (command.where(), command.text, result.err)
+        assert "Traceback" not in result.err, command.where()

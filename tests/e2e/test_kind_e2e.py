@@ -25,15 +25,16 @@ from typing import Any
 import pytest
 import yaml
 
-from market_spine.core.partitions import Tier, weekly_file_name
+from market_spine.core.partitions import Tier
 from market_spine.core.workitem import FinraPartition, WorkItemSpec
 from market_spine.finra.sample import render_records, sample_records
+from market_spine.finra.schedule import finra_calendar
 
 from .conftest import CHART, NAMESPACE, RELEASE, ROOT, Kube, wait_for
 
 pytestmark = pytest.mark.e2e
 
-WEEK = date(2025, 12, 15)  # a Monday, as FINRA stamps weekly files
+WEEK = date(2025, 11, 24)  # an NMS Tier 1 trading week (its Monday), published by FINRA on 2025-12-15
 TIER = Tier.NMS_TIER_1
 FAIL_TIER = Tier.NMS_TIER_2
 PIPELINES = (
@@ -55,7 +56,7 @@ def work_item(pipeline: str, tier: Tier, params: dict[str, str], **spec: Any) ->
     """A SpineWorkItem manifest named as `spine work enqueue` would name it."""
     model = WorkItemSpec(
         pipeline=pipeline,
-        partition=FinraPartition(weekEnding=WEEK, tier=tier),
+        partition=FinraPartition(week=WEEK, tier=tier),
         params=params,
         **spec,
     )
@@ -72,7 +73,7 @@ def work_item(pipeline: str, tier: Tier, params: dict[str, str], **spec: Any) ->
 def week_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """A generated FINRA-format weekly file (pipe-delimited, FINRA's header) and its row count."""
     records = sample_records(WEEK, TIER, symbols=40, seed=7)
-    path = tmp_path_factory.mktemp("finra") / weekly_file_name(WEEK, TIER)
+    path = tmp_path_factory.mktemp("finra") / finra_calendar().file_name(WEEK, TIER)
     path.write_text(render_records(records))
     return path, len(records)
 
@@ -111,7 +112,7 @@ def _by_partition(kube: Kube, tier: Tier) -> dict[str, dict[str, Any]]:
     out = {}
     for item in _items(kube):
         part = item["spec"]["partition"]
-        if part["weekEnding"] == WEEK.isoformat() and part["tier"] == tier.value:
+        if part["week"] == WEEK.isoformat() and part["tier"] == tier.value:
             out[item["spec"]["pipeline"]] = item
     return out
 
@@ -158,7 +159,7 @@ def test_chained_work_item_completes(release: str, kube: Kube, file_server: str)
 
 def test_data_in_the_tables(release: str, kube: Kube, week_file: tuple[Path, int]) -> None:
     _, rows = week_file
-    where = f"week_ending = '{WEEK.isoformat()}' AND tier = '{TIER.value}'"
+    where = f"week = '{WEEK.isoformat()}' AND tier = '{TIER.value}'"
     raw = int(kube.psql(f"SELECT count(*) FROM finra_otc_transparency_raw WHERE {where}"))
     assert raw == rows
     normalized = int(kube.psql(f"SELECT count(*) FROM finra_otc_transparency_normalized WHERE {where}"))
@@ -211,7 +212,7 @@ def test_doctor_cronjob_fails_on_gaps(release: str, kube: Kube) -> None:
 
 
 def test_failed_attempt_retries_then_fails(release: str, kube: Kube) -> None:
-    missing = f"{FILES_URL}/{weekly_file_name(WEEK, FAIL_TIER)}"  # not served: 404
+    missing = f"{FILES_URL}/{finra_calendar().file_name(WEEK, FAIL_TIER)}"  # not served: 404
     manifest = work_item(
         PIPELINES[0], FAIL_TIER, {"file": missing}, maxAttempts=2, retry={"backoffSeconds": 30, "factor": 1}
     )

@@ -10,7 +10,8 @@ the operator and the CronJobs make:
 1. ``helm install``: the pre-install migration Job runs ``spine db upgrade`` against an empty
    PostgreSQL database; then the operator Deployment's pod runs ``spine operator run``.
 2. The weekly enqueue CronJobs fire (``kubectl create job --from=cronjob/…``): their pods run
-   ``spine work enqueue … --week-ending latest --source finra-api --chain``.
+   ``spine work enqueue … --week latest --source finra-api --chain`` (per tier, the newest week
+   FINRA has published).
 3. The operator's pipeline Jobs run ``spine run … --source finra-api`` against a FINRA-shaped HTTP
    server whose URL is the chart value ``finra.apiUrl``; each chain reaches COMPLETE with data in
    PostgreSQL, and the doctor CronJob's pod exits 0.
@@ -32,7 +33,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,16 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from market_spine.core.calendar import last_week_ending_on_or_before
 from market_spine.core.partitions import Tier
 from market_spine.core.resource import LABEL_WORK_ITEM
 from market_spine.db import migrate
 from market_spine.db.engine import make_engine
-from market_spine.finra.api import TIER_IDENTIFIERS
 from market_spine.finra.sample import sample_records
+from market_spine.finra.schedule import finra_calendar
 from market_spine.kube import client as kube
 from tests.operator.harness import wait_for
 from tests.support.envtest import free_port
-from tests.support.finra_api import FinraApi, finra_shaped
+from tests.support.finra_api import FinraApi
 from tests.support.k8s import RealCluster
 from tests.support.kubectl import Kubectl
 from tests.support.kubelet import RUN, Action
@@ -96,13 +96,15 @@ class Helm:
         return done
 
 
-def _finra_week(finra: FinraApi, week: Any) -> None:
-    """FINRA's answers for ``week`` in every tier (generated in FINRA's format and shape)."""
-    finra.records = [
-        record
-        for index, tier in enumerate(Tier)
-        for record in finra_shaped(sample_records(week, tier, symbols=15, seed=index), TIER_IDENTIFIERS[tier])
-    ]
+def _publish_latest_weeks(finra: FinraApi) -> dict[Tier, date]:
+    """FINRA, as of today, with the newest week it has published in each tier (what `--week latest`
+    picks): generated rows in FINRA's format, mixed with every other row kind as FINRA answers."""
+    today = datetime.now(UTC).date()
+    finra.today = today
+    weeks = {tier: finra_calendar().newest_published_week(tier, today) for tier in Tier}
+    for seed, (tier, week) in enumerate(weeks.items()):
+        finra.publish(week, tier, sample_records(week, tier, symbols=15, seed=seed))
+    return weeks
 
 
 def _db_revision(url: str) -> str | None:
@@ -172,8 +174,7 @@ def test_helm_install_runs_the_weekly_work_to_complete_under_the_charts_own_rbac
     namespace = cluster.create_namespace("market-data")
     kubectl = Kubectl(cluster.kubeconfig, namespace)
     helm = Helm(cluster, namespace)
-    week = last_week_ending_on_or_before(datetime.now(UTC).date())  # what `--week-ending latest` picks
-    _finra_week(finra, week)
+    weeks = _publish_latest_weeks(finra)
 
     # A work item whose pod no node will take: cancelled while it waits to be scheduled.
     never: set[str] = set()
@@ -188,7 +189,9 @@ def test_helm_install_runs_the_weekly_work_to_complete_under_the_charts_own_rbac
         f"--set=finra.apiUrl={finra.url}",
         f"--set=health.port={health}",
         f"--set=metrics.port={metrics}",
-        "--set=cronjobs.doctor.weeks=1",  # the week the CronJobs enqueue, in every tier
+        # The doctor checks the newest week due in each tier: the one the CronJobs enqueue.
+        "--set=cronjobs.doctor.weeks=1",
+        "--set=calendar.publicationGraceDays=0",
         "--set=operator.extraEnv[0].name=SPINE_FINRA_API_RATE_PER_SECOND",
         "--set-string=operator.extraEnv[0].value=1000",
     ]
@@ -224,9 +227,11 @@ def test_helm_install_runs_the_weekly_work_to_complete_under_the_charts_own_rbac
             mirrored = dict(conn.execute(text("SELECT state, count(*) FROM core_work_items GROUP BY state")).all())
         engine.dispose()
         assert stages == {"RAW": 3, "NORMALIZED": 3, "CALC": 3}
-        assert rows == len(finra.records)
+        assert rows == sum(len(finra.venue_rows(week, tier)) for tier, week in weeks.items())  # ATS rows only
         assert mirrored == {"COMPLETE": 9}
-        assert {r.body["compareFilters"][0]["fieldValue"] for r in finra.data_requests()} == {week.isoformat()}
+        asked = {f["fieldValue"] for r in finra.data_requests() for f in r.body["compareFilters"]
+                 if f["fieldName"] == "weekStartDate"}  # fmt: skip
+        assert asked == {week.isoformat() for week in weeks.values()}
 
         kubectl("create", "job", f"--from=cronjob/{RELEASE}-doctor", "doctor-now")
         assert wait_for(lambda: _job_finished(kubectl, "doctor-now"), 120, "the doctor Job") == "Complete"
@@ -256,7 +261,7 @@ def test_helm_install_runs_the_weekly_work_to_complete_under_the_charts_own_rbac
         step("the OTC CronJob fired again: `already enqueued`, still 9 work items")
 
         # A restatement: re-running a COMPLETE chained ingest re-runs the stages after it.
-        partition = ["--week-ending", week.isoformat(), "--tier", "OTC"]
+        partition = ["--week", weeks[Tier.OTC].isoformat(), "--tier", "OTC"]
         work("retry", INGEST, *partition)
         wait_for(
             lambda: (s := _attempts(kubectl)) and sum(n == 2 for n in s.values()) == 3 and _all_complete(kubectl),
@@ -267,7 +272,7 @@ def test_helm_install_runs_the_weekly_work_to_complete_under_the_charts_own_rbac
         step("restatement: ingest, normalize and compute of OTC ran again")
 
         # The operator restarted while an attempt's Job was deleted under it, then a cancel.
-        partition = ["--week-ending", "2025-12-15", "--tier", "OTC"]
+        partition = ["--week", "2025-11-10", "--tier", "OTC"]
         name = work("enqueue", INGEST, *partition, "--source", "finra-api", "--backoff-seconds", "1").split()[1]
         never.add(name)  # its pods stay Pending: never scheduled
         wait_for(lambda: _states(kubectl).get(name) == "RUNNING", 60, f"{name} RUNNING")

@@ -134,15 +134,24 @@ def _cel_value(value: Any) -> str:
     return "" if isinstance(value, dict | list) else f"{json.dumps(value)}: "
 
 
+def _to_cel(schema: dict[str, Any], value: Any) -> Any:
+    """The value as the API server's CEL sees it: a ``format: date`` or ``date-time`` string is a
+    timestamp there (``self.getDayOfWeek()``), not a string."""
+    if isinstance(value, str) and schema.get("format") in ("date", "date-time"):
+        stamp = value + "T00:00:00Z" if schema["format"] == "date" else value
+        return celpy.celtypes.TimestampType(stamp)
+    return celpy.json_to_cel(value)
+
+
 def _rules(schema: dict[str, Any], value: Any, old: Any, path: list[str], has_old: bool) -> Iterator[str]:
     for rule in schema.get("x-kubernetes-validations") or []:
         expression = rule["rule"]
         transition = "oldSelf" in expression
         if transition and not has_old:
             continue
-        activation = {"self": celpy.json_to_cel(value)}
+        activation = {"self": _to_cel(schema, value)}
         if transition:
-            activation["oldSelf"] = celpy.json_to_cel(old)
+            activation["oldSelf"] = _to_cel(schema, old)
         result = _CEL.program(_CEL.compile(expression)).evaluate(activation)
         if not bool(result):
             where = ".".join(path) or "<nil>"

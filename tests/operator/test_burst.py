@@ -30,7 +30,7 @@ def test_a_burst_of_500_work_items_completes_with_no_errors(
     specs = [
         WorkItemSpec(
             pipeline="finra.otc_transparency.ingest_week",
-            partition=FinraPartition(week_ending=w, tier=t),
+            partition=FinraPartition(week=w, tier=t),
             params={"source": "finra-api"},
         )
         for w in weeks

@@ -186,7 +186,7 @@ def test_rules_and_model_validators_say_the_same() -> None:
 def _spec(**extra: Any) -> dict[str, Any]:
     return {
         "pipeline": "finra.otc_transparency.ingest_week",
-        "partition": {"weekEnding": "2025-12-15", "tier": "OTC"},
+        "partition": {"week": "2025-12-15", "tier": "OTC"},
     } | extra
 
 

@@ -27,7 +27,7 @@ INGEST = "finra.otc_transparency.ingest_week"
 
 
 def spec(week: str = "2025-12-15", **extra: object) -> WorkItemSpec:
-    data = {"pipeline": INGEST, "partition": {"weekEnding": week, "tier": "OTC"}, "params": {"source": "finra-api"}}
+    data = {"pipeline": INGEST, "partition": {"week": week, "tier": "OTC"}, "params": {"source": "finra-api"}}
     return WorkItemSpec.model_validate(data | extra)
 
 

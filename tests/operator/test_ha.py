@@ -143,7 +143,7 @@ def _enqueue(ns: Namespace, start: date, count: int, desired_at: datetime | None
     specs = [
         WorkItemSpec(
             pipeline="finra.otc_transparency.ingest_week",
-            partition=FinraPartition(week_ending=start - timedelta(weeks=n), tier=Tier.OTC),
+            partition=FinraPartition(week=start - timedelta(weeks=n), tier=Tier.OTC),
             params={"source": "finra-api"},
             desired_at=desired_at,
         )

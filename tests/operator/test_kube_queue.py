@@ -20,7 +20,7 @@ def queue(ns: Namespace) -> KubernetesQueue:
 
 
 def spec(week: str = "2025-12-15", tier: str = "OTC", **extra: object) -> WorkItemSpec:
-    data = {"pipeline": INGEST, "partition": {"weekEnding": week, "tier": tier}, "params": {"source": "finra-api"}}
+    data = {"pipeline": INGEST, "partition": {"week": week, "tier": tier}, "params": {"source": "finra-api"}}
     return WorkItemSpec.model_validate(data | extra)
 
 
@@ -49,7 +49,7 @@ def test_list_filters_and_orders_like_the_local_queue(ns: Namespace) -> None:
 def test_retry_and_cancel_follow_the_state_machine(ns: Namespace) -> None:
     q = queue(ns)
     q.enqueue(spec())
-    partition = FinraPartition(week_ending="2025-12-15", tier="OTC")  # type: ignore[arg-type]
+    partition = FinraPartition(week="2025-12-15", tier="OTC")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="cannot admin_retry a work item in state PENDING"):
         q.retry(INGEST, partition)
     name = spec().name
@@ -68,4 +68,4 @@ def test_retry_and_cancel_follow_the_state_machine(ns: Namespace) -> None:
     with pytest.raises(UsageError, match="cannot admin_retry a work item in state CANCELLED"):
         q.retry(INGEST, partition)
     with pytest.raises(NotFound):
-        q.retry(INGEST, FinraPartition(week_ending="2025-12-08", tier="OTC"))  # type: ignore[arg-type]
+        q.retry(INGEST, FinraPartition(week="2025-12-08", tier="OTC"))  # type: ignore[arg-type]

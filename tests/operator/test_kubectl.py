@@ -87,7 +87,7 @@ def test_get_wide_describe_and_explain(
     spec = WorkItemSpec.model_validate(
         {
             "pipeline": INGEST,
-            "partition": {"weekEnding": "2025-12-15", "tier": "OTC"},
+            "partition": {"week": "2025-11-10", "tier": "OTC"},
             "params": {"source": "finra-api"},
             "retry": {"backoffSeconds": 60},
         }
@@ -103,7 +103,7 @@ def test_get_wide_describe_and_explain(
         "NAME", "PIPELINE", "WEEK", "TIER", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "AGE",
     ]  # fmt: skip
     row = re.split(r"\s{2,}", table[1].strip())
-    assert row[:6] == [name, INGEST, "2025-12-15", "OTC", "RETRY_WAIT", "1"]
+    assert row[:6] == [name, INGEST, "2025-11-10", "OTC", "RETRY_WAIT", "1"]
     assert row[6] == ns.item(name)["status"]["nextAttemptAt"]
 
     wide = kubectl("get", "swi", "-o", "wide").stdout.splitlines()
@@ -118,8 +118,8 @@ def test_get_wide_describe_and_explain(
     assert re.search(r"Warning\s+AttemptFailed\s+\S+\s+market-spine-operator\s+attempt 1/3 failed", events), events
 
     explained = kubectl("explain", "swi.spec.partition").stdout
-    assert "The partition to process. Immutable." in explained
-    assert "tier" in explained and "weekEnding" in explained
+    assert "The partition to process: one FINRA trading week of one tier. Immutable." in explained
+    assert "tier" in explained and "week" in explained
     assert "DESCRIPTION" in kubectl("explain", "spineworkitem.status.nextAttemptAt").stdout
 
 
@@ -129,7 +129,7 @@ def test_deleting_a_work_item_garbage_collects_its_jobs_and_pods(
     spec = WorkItemSpec.model_validate(
         {
             "pipeline": INGEST,
-            "partition": {"weekEnding": "2025-12-15", "tier": "OTC"},
+            "partition": {"week": "2025-11-10", "tier": "OTC"},
             "params": {"source": "finra-api"},
         }
     )

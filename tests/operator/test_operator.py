@@ -25,7 +25,7 @@ COMPUTE = "finra.otc_transparency.compute_week"
 
 def spec(pipeline: str = INGEST, week: str = "2025-12-15", tier: str = "OTC", **extra: Any) -> WorkItemSpec:
     source = {"params": {"source": "finra-api"}} if pipeline == INGEST else {}
-    data = {"pipeline": pipeline, "partition": {"weekEnding": week, "tier": tier}} | source | extra
+    data = {"pipeline": pipeline, "partition": {"week": week, "tier": tier}} | source | extra
     return WorkItemSpec.model_validate(data)
 
 
@@ -61,7 +61,7 @@ def test_a_work_item_runs_as_one_job_and_completes(
     assert container["image"] == "registry.example/market-spine:test"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["command"] == [
-        "spine", "run", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC",
+        "spine", "run", INGEST, "--week", "2025-12-15", "--tier", "OTC",
         "--execution-id", status.current_execution_id,
         "--capture-date", "2025-12-16", "--file", "/data/w.csv",
     ]  # fmt: skip

@@ -29,7 +29,7 @@ NAME = "ingest-week-2025-12-15-otc-231acfd0"
 def spec(**extra: Any) -> WorkItemResourceSpec:
     data = {
         "pipeline": "finra.otc_transparency.ingest_week",
-        "partition": {"weekEnding": "2025-12-15", "tier": "OTC"},
+        "partition": {"week": "2025-12-15", "tier": "OTC"},
         "params": {"source": "finra-api"},
     }
     return WorkItemResourceSpec.model_validate(data | extra)

@@ -2,7 +2,9 @@
 ``SPINE_BACKEND=kubernetes`` creates SpineWorkItems, the real operator turns them into Jobs, and the
 test plays the kubelet by running each Job's own command (``spine run … --execution-id …``)
 against the test database, then reports its exit code and log tail as the Job and pod status.
-Results are checked with ``spine work list``, ``spine query`` and ``spine doctor``.
+Results are checked with ``spine work list``, ``spine query`` and ``spine doctor``. Partitions are
+FINRA trading weeks: the OTC week of 2025-11-10, published by FINRA on 2025-12-15 (the real file,
+served by the FINRA test double), ingested on 2025-12-16.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy import Engine
 
 from market_spine.cli import context
 from market_spine.core.partitions import Tier, capture_id, weekly_file_name
-from market_spine.finra.sample import sample_records, write_sample_week
+from market_spine.finra.sample import write_sample_week
 from tests.operator.checks import consistent, mirrored
 from tests.operator.conftest import StartOperator
 from tests.operator.harness import FakeClock, JobController, Namespace, OperatorProcess, wait_for
@@ -27,7 +29,7 @@ from tests.support.finra_api import FinraApi
 INGEST = "finra.otc_transparency.ingest_week"
 NORMALIZE = "finra.otc_transparency.normalize_week"
 COMPUTE = "finra.otc_transparency.compute_week"
-WEEK = date(2025, 12, 15)
+WEEK = date(2025, 11, 10)  # OTC trading week, first published by FINRA on 2025-12-15
 T0 = datetime(2025, 12, 16, 10, 30, tzinfo=UTC)
 
 
@@ -97,8 +99,7 @@ def test_1_503_then_a_five_minute_backoff_then_complete(
     finra_api: FinraApi,
     engine: Engine,
 ) -> None:
-    finra_api.records = sample_records(WEEK, Tier.OTC, symbols=20, seed=1)
-    enqueue = kspine("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    enqueue = kspine("work", "enqueue", INGEST, "--week", "2025-11-10", "--tier", "OTC", "--source", "finra-api")
     assert enqueue.code == 0, enqueue.err
     assert enqueue.out.startswith("enqueued ")
 
@@ -115,10 +116,10 @@ def test_1_503_then_a_five_minute_backoff_then_complete(
     assert run_jobs(ns, jobs, lambda: item(kspine)["state"] == "COMPLETE") == [0]
     assert item(kspine)["attempts"] == "2/3"
 
-    captures = kspine("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json").json()
+    captures = kspine("query", "captures", "--week", "2025-11-10", "--tier", "OTC", "--format", "json").json()
     expected = capture_id(Tier.OTC, WEEK, jobs.today())  # the day the pipeline's pod ran
     assert [c["capture_id"] for c in captures] == [expected]
-    assert captures[0]["raw_rows"] == len(finra_api.records)
+    assert captures[0]["raw_rows"] == len(finra_api.venue_rows(WEEK, Tier.OTC))  # ATS venue rows only
     name = listed["name"]
     assert ns.status(name).capture_id == expected
     consistent(ns, name, engine)
@@ -133,7 +134,7 @@ def test_2_three_failures_wait_60_then_120_seconds_and_end_in_failed(
     finra_api: FinraApi,
     engine: Engine,
 ) -> None:
-    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    enqueue = ("work", "enqueue", INGEST, "--week", "2025-11-10", "--tier", "OTC", "--source", "finra-api")
     assert kspine(*enqueue, "--backoff-seconds", "60").code == 0
     finra_api.fail(503, times=9)
     waits = []
@@ -158,21 +159,28 @@ def _ended(listed: dict[str, Any], attempt: int) -> bool:
 
 
 def _land(folder: Path, weeks: list[date], tier: Tier) -> Path:
+    """Each week's file, saved under FINRA's name for it (the day FINRA published it)."""
     for week in weeks:
-        write_sample_week(folder / weekly_file_name(week, tier), week, tier, symbols=12, seed=3)
+        write_sample_week(folder, week, tier, symbols=12, seed=3)
     return folder
+
+
+# OTC trading weeks and the days FINRA published them.
+OTC_WEEKS = {
+    date(2025, 11, 3): date(2025, 12, 8),
+    date(2025, 11, 10): date(2025, 12, 15),
+    date(2025, 11, 17): date(2025, 12, 22),
+}
 
 
 def test_3_and_4_gaps_and_stage_chains_after_operator_run_work(
     kspine: Spine, ns: Namespace, op: OperatorProcess, jobs: JobController, tmp_path: Path, engine: Engine
 ) -> None:
-    weeks = [date(2025, 12, 1), date(2025, 12, 8), date(2025, 12, 15)]
+    weeks = sorted(OTC_WEEKS)
     landing = _land(tmp_path, weeks, Tier.OTC)
-    for week in (weeks[0], weeks[2]):  # 2025-12-08 is never enqueued
-        file = str(landing / weekly_file_name(week, Tier.OTC))
-        result = kspine(
-            "work", "enqueue", INGEST, "--week-ending", str(week), "--tier", "OTC", "--file", file, "--chain"
-        )
+    for week in (weeks[0], weeks[2]):  # 2025-11-10 is never enqueued
+        file = str(landing / weekly_file_name(OTC_WEEKS[week], Tier.OTC))
+        result = kspine("work", "enqueue", INGEST, "--week", str(week), "--tier", "OTC", "--file", file, "--chain")
         assert result.code == 0, result.err
     run_jobs(ns, jobs, lambda: len(ns.items()) == 6 and set(states(ns).values()) == {"COMPLETE"})
 
@@ -182,7 +190,7 @@ def test_3_and_4_gaps_and_stage_chains_after_operator_run_work(
         "--weeks",
         "3",
         "--as-of",
-        "2025-12-15",
+        "2025-12-23",
         "--tier",
         "OTC",
         "--landing-dir",
@@ -193,11 +201,13 @@ def test_3_and_4_gaps_and_stage_chains_after_operator_run_work(
     report = kspine(*doctor)
     assert report.code == 1, report.err
     gaps = report.json()["gaps"]
-    assert [(g["kind"], g["week_ending"]) for g in gaps] == [("missing_partition", "2025-12-08")]
+    assert [(g["kind"], g["week"], g["published_on"]) for g in gaps] == [
+        ("missing_partition", "2025-11-10", "2025-12-15")
+    ]
 
     # Fill it as work for the operator: ingest only (no chain) leaves an incomplete stage chain.
-    file = str(landing / weekly_file_name(weeks[1], Tier.OTC))
-    assert kspine("work", "enqueue", INGEST, "--week-ending", "2025-12-08", "--tier", "OTC", "--file", file).code == 0
+    file = str(landing / weekly_file_name(OTC_WEEKS[weeks[1]], Tier.OTC))
+    assert kspine("work", "enqueue", INGEST, "--week", "2025-11-10", "--tier", "OTC", "--file", file).code == 0
     run_jobs(ns, jobs, lambda: len(ns.items()) == 7 and set(states(ns).values()) == {"COMPLETE"})
     report = kspine(*doctor)
     assert report.code == 1
@@ -207,10 +217,10 @@ def test_3_and_4_gaps_and_stage_chains_after_operator_run_work(
         ["RAW"],
         ["NORMALIZED", "CALC"],
     )
-    assert gap["remediation"].startswith(f"spine run {NORMALIZE} --week-ending 2025-12-08 --tier OTC")
+    assert gap["remediation"].startswith(f"spine run {NORMALIZE} --week 2025-11-10 --tier OTC")
 
     # The same repair as work items: normalize with --chain, then compute follows.
-    assert kspine("work", "enqueue", NORMALIZE, "--week-ending", "2025-12-08", "--tier", "OTC", "--chain").code == 0
+    assert kspine("work", "enqueue", NORMALIZE, "--week-ending", "2025-11-14", "--tier", "OTC", "--chain").code == 0
     run_jobs(ns, jobs, lambda: len(ns.items()) == 9 and set(states(ns).values()) == {"COMPLETE"})
     healed = kspine(*doctor)
     assert healed.code == 0, healed.out
@@ -225,8 +235,8 @@ def test_5_a_duplicate_enqueue_is_one_object_and_one_row(
         "work",
         "enqueue",
         INGEST,
-        "--week-ending",
-        "2025-12-15",
+        "--week",
+        "2025-11-10",
         "--tier",
         "OTC",
         "--source",
@@ -238,7 +248,7 @@ def test_5_a_duplicate_enqueue_is_one_object_and_one_row(
     assert first.code == 0 and first.out.startswith("enqueued ")
     again = kspine(*enqueue, "--priority", "7")
     assert again.code == 0 and "already enqueued" in again.out
-    alias = kspine("work", "enqueue", INGEST, "--tier", "otc", "--week-ending", "2025-12-15", "--source", "finra-api")
+    alias = kspine("work", "enqueue", INGEST, "--tier", "OTCE", "--week-ending", "2025-11-14", "--source", "finra-api")
     assert "already enqueued" in alias.out
     assert len(ns.items()) == 1
     listed = items(kspine)
@@ -268,7 +278,7 @@ def test_6_a_restatement_reruns_the_chain_and_both_captures_coexist(
 
     # The capture days are explicit: on a real cluster the pipeline's pod runs on the real clock.
     clock.set(datetime(2025, 12, 15, 18, 0, tzinfo=UTC))
-    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--file", str(monday))
+    enqueue = ("work", "enqueue", INGEST, "--week", "2025-11-10", "--tier", "OTC", "--file", str(monday))
     result = kspine(*enqueue, "--capture-date", "2025-12-15", "--chain")
     assert result.code == 0, result.err
     run_jobs(ns, jobs, lambda: len(ns.items()) == 3 and set(states(ns).values()) == {"COMPLETE"})
@@ -277,7 +287,7 @@ def test_6_a_restatement_reruns_the_chain_and_both_captures_coexist(
     clock.set(datetime(2025, 12, 16, 9, 0, tzinfo=UTC))
     ingest = item(kspine)["name"]
     ns.patch_spec(ingest, {"params": {"file": str(tuesday), "capture_date": "2025-12-16"}})
-    retried = kspine("work", "retry", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    retried = kspine("work", "retry", INGEST, "--week", "2025-11-10", "--tier", "OTC")
     assert retried.code == 0, retried.err
     assert "PENDING" in retried.out
     run_jobs(
@@ -289,12 +299,12 @@ def test_6_a_restatement_reruns_the_chain_and_both_captures_coexist(
         ),
     )
 
-    query = ("query", "captures", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    query = ("query", "captures", "--week", "2025-11-10", "--tier", "OTC", "--format", "json")
     captures = {c["capture_id"]: c for c in kspine(*query).json()}
-    older, newer = "finra.otc_transparency:OTC:2025-12-15:20251215", "finra.otc_transparency:OTC:2025-12-15:20251216"
+    older, newer = "finra.otc_transparency:OTC:2025-11-10:20251215", "finra.otc_transparency:OTC:2025-11-10:20251216"
     assert set(captures) == {older, newer}
     assert captures[newer]["raw_rows"] < captures[older]["raw_rows"]
-    hhi = ("query", "hhi", "--week-ending", "2025-12-15", "--tier", "OTC", "--format", "json")
+    hhi = ("query", "hhi", "--week", "2025-11-10", "--tier", "OTC", "--format", "json")
     latest = kspine(*hhi).json()
     assert {r["capture_id"] for r in latest} == {newer}
     assert dropped not in {r["symbol"] for r in latest}
@@ -309,7 +319,7 @@ def test_6_a_restatement_reruns_the_chain_and_both_captures_coexist(
 def test_7_admin_retry_from_failed_then_rerun_cancel_and_refusal(
     kspine: Spine, ns: Namespace, op: OperatorProcess, jobs: JobController, finra_api: FinraApi, engine: Engine
 ) -> None:
-    enqueue = ("work", "enqueue", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC", "--source", "finra-api")
+    enqueue = ("work", "enqueue", INGEST, "--week", "2025-11-10", "--tier", "OTC", "--source", "finra-api")
     assert kspine(*enqueue, "--max-attempts", "1").code == 0
     finra_api.fail(500, times=3)
     run_jobs(ns, jobs, lambda: item(kspine)["state"] == "FAILED")
@@ -317,25 +327,24 @@ def test_7_admin_retry_from_failed_then_rerun_cancel_and_refusal(
     mirrored(ns, name, engine)
 
     doctor = kspine(
-        "doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-15", "--tier", "OTC", "--format", "json"
+        "doctor", "finra.otc_transparency", "--weeks", "1", "--as-of", "2025-12-16", "--tier", "OTC", "--format", "json"
     )
     failed = [g for g in doctor.json()["gaps"] if g["kind"] == "failed_work"]
-    assert [g["remediation"] for g in failed] == [f"spine work retry {INGEST} --week-ending 2025-12-15 --tier OTC"]
+    assert [g["remediation"] for g in failed] == [f"spine work retry {INGEST} --week 2025-11-10 --tier OTC"]
     retried = kspine(*failed[0]["remediation"].split()[1:])
     assert retried.code == 0, retried.err
     assert "PENDING, attempts reset" in retried.out
 
-    finra_api.records = sample_records(WEEK, Tier.OTC, symbols=10, seed=2)
     run_jobs(ns, jobs, lambda: item(kspine)["state"] == "COMPLETE")
     assert item(kspine)["attempts"] == "1/1"
     assert [r.outcome.value for r in ns.status(name).history] == ["FAILED", "SUCCEEDED"]
 
-    again = kspine("work", "retry", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    again = kspine("work", "retry", INGEST, "--week", "2025-11-10", "--tier", "OTC")
     assert again.code == 0  # COMPLETE → PENDING for a deliberate re-run
-    cancel = kspine("work", "cancel", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    cancel = kspine("work", "cancel", INGEST, "--week-ending", "2025-11-14", "--tier", "OTC")
     assert cancel.code == 0, cancel.err
     ns.wait_state(name, "CANCELLED")
-    refused = kspine("work", "retry", INGEST, "--week-ending", "2025-12-15", "--tier", "OTC")
+    refused = kspine("work", "retry", INGEST, "--week", "2025-11-10", "--tier", "OTC")
     assert refused.code == 2
     assert "cannot admin_retry a work item in state CANCELLED" in refused.err
     consistent(ns, name, engine)

@@ -19,7 +19,7 @@ from market_spine.core.stages import COMPUTE, INGEST, NORMALIZE
 from market_spine.db.schema import core_manifest
 from market_spine.pipelines.registry import RunContext, StageResult, get_pipeline
 
-# A Tuesday: the day after FINRA's Monday stamp, when the weekly job typically runs.
+# A Tuesday: the day after FINRA published the OTC week of 2025-11-10 (on Monday 2025-12-15).
 NOW = datetime(2025, 12, 16, 14, 30, tzinfo=UTC)
 CHAIN = (INGEST, NORMALIZE, COMPUTE)
 
@@ -27,7 +27,7 @@ CHAIN = (INGEST, NORMALIZE, COMPUTE)
 def run(
     engine: Engine,
     pipeline: str,
-    week_ending: date,
+    week: date,
     tier: Tier,
     *,
     params: Mapping[str, str] | None = None,
@@ -37,7 +37,7 @@ def run(
     ctx = RunContext(
         engine=engine,
         pipeline=pipeline,
-        week_ending=week_ending,
+        week=week,
         tier=tier,
         execution_id=uuid.uuid4().hex,
         now=now,
@@ -50,17 +50,17 @@ def run(
 def run_chain(
     engine: Engine,
     file: str | Path,
-    week_ending: date,
+    week: date,
     tier: Tier,
     *,
     now: datetime = NOW,
     capture_date: date | None = None,
 ) -> list[StageResult]:
     """ingest → normalize → compute, each later stage reading the capture the ingest wrote."""
-    ingest = run(engine, INGEST, week_ending, tier, params={"file": str(file)}, now=now, capture_date=capture_date)
+    ingest = run(engine, INGEST, week, tier, params={"file": str(file)}, now=now, capture_date=capture_date)
     results = [ingest]
     for pipeline in CHAIN[1:]:
-        results.append(run(engine, pipeline, week_ending, tier, params={"capture_id": ingest.capture_id}, now=now))
+        results.append(run(engine, pipeline, week, tier, params={"capture_id": ingest.capture_id}, now=now))
     return results
 
 

@@ -20,7 +20,7 @@ from market_spine.finra.sample import render_records, sample_records
 from market_spine.pipelines.registry import RunContext, get_pipeline
 from tests.pipelines.helpers import NOW, count, manifest, run, run_chain
 
-WEEK = date(2025, 12, 15)
+WEEK = date(2025, 11, 24)  # an NMS Tier 1 trading week, first published on 2025-12-15
 TIER = Tier.NMS_TIER_1
 
 
@@ -92,14 +92,26 @@ def test_missing_file_is_refused(engine: Engine, tmp_path: Path) -> None:
     _nothing_written(engine)
 
 
-def test_file_for_another_week_names_both_weeks_and_writes_nothing(engine: Engine, tmp_path: Path) -> None:
-    other = date(2025, 12, 22)
-    path = _write(tmp_path, render_records(sample_records(other, TIER, symbols=30, seed=5)))
+def test_file_for_an_earlier_week_names_the_week_it_fits_and_writes_nothing(engine: Engine, tmp_path: Path) -> None:
+    earlier = date(2025, 11, 17)  # published 2025-12-08, before WEEK could have been
+    path = _write(tmp_path, render_records(sample_records(earlier, TIER, symbols=30, seed=5)))
     with pytest.raises(InputFileError) as failure:
         run(engine, INGEST, WEEK, TIER, params={"file": str(path)})
-    message = str(failure.value)
-    assert "the file is for week 2025-12-22, not the requested week 2025-12-15" in message
+    assert str(failure.value) == (
+        f"{path}: its rows were published on 2025-12-08 (lastUpdateDate), before FINRA's first publication of "
+        "NMS_TIER_1 week 2025-11-24 on 2025-12-15; 2025-12-08 fits week 2025-11-17 (Mon 2025-11-17 – Fri 2025-11-21): "
+        "use --week 2025-11-17"
+    )
     _nothing_written(engine)
+
+
+def test_file_published_only_after_the_week_is_ingested_with_a_note(engine: Engine, tmp_path: Path) -> None:
+    later = date(2025, 12, 1)  # published 2025-12-22: a correction of WEEK, or the wrong file
+    path = _write(tmp_path, render_records(sample_records(later, TIER, symbols=5, seed=5)))
+    result = run(engine, INGEST, WEEK, TIER, params={"file": str(path)})
+    (note,) = result.notes
+    assert note.endswith("if the file is week 2025-12-01, run again with --week 2025-12-01")
+    assert result.row_count > 0
 
 
 def test_file_for_another_tier_is_refused(engine: Engine, tmp_path: Path) -> None:
@@ -120,7 +132,7 @@ def test_a_failed_replay_leaves_the_previous_capture_intact(engine: Engine, tmp_
     ctx = RunContext(
         engine=engine,
         pipeline=INGEST,
-        week_ending=WEEK,
+        week=WEEK,
         tier=TIER,
         execution_id=uuid.uuid4().hex,
         now=NOW,
@@ -170,12 +182,12 @@ def test_blank_symbol_is_rejected(engine: Engine, tmp_path: Path) -> None:
 
 def test_every_kind_of_bad_row_has_its_reason(engine: Engine, tmp_path: Path) -> None:
     records = _records()
-    other_week = date(2025, 12, 8).isoformat()
+    earlier = date(2025, 12, 8).isoformat()  # FINRA's publication of the week before
     edits = {
         0: {"MPID": ""},
         1: {"totalWeeklyTradeCount": "-3"},
         2: {"totalWeeklyShareQuantity": "1,234"},
-        3: {"lastUpdateDate": other_week},
+        3: {"lastUpdateDate": earlier},
         4: {"lastUpdateDate": "Dec 15"},
         5: {"tierDescription": "NMS Tier 2"},
         6: {"tierDescription": "Tier 9"},
@@ -183,13 +195,15 @@ def test_every_kind_of_bad_row_has_its_reason(engine: Engine, tmp_path: Path) ->
     }
     for index, change in edits.items():
         records[index] = {**records[index], **change}
-    # Cleanup that is not a rejection: padded and lower-case symbol/MPID, FINRA's tier spelling.
+    # Not rejections: padding, a lower-case symbol suffix (kept: in FINRA's symbology it can be
+    # another security), a lower-case MPID, FINRA's tier code, and a row FINRA corrected later.
     records[8] = {
         **records[8],
-        "issueSymbolIdentifier": f" {records[8]['issueSymbolIdentifier'].lower()} ",
+        "issueSymbolIdentifier": f" {records[8]['issueSymbolIdentifier']}p ",
         "MPID": records[8]["MPID"].lower(),
         "tierDescription": "T1",
     }
+    records[9] = {**records[9], "lastUpdateDate": "2025-12-19"}
     text = render_records(records)
     lines = text.splitlines()
     lines.append("NMS Tier 1|SHORT|Short Row Inc.")  # a truncated line
@@ -205,7 +219,8 @@ def test_every_kind_of_bad_row_has_its_reason(engine: Engine, tmp_path: Path) ->
         2: "blank MPID",
         3: "totalWeeklyTradeCount is not a non-negative integer: '-3'",
         4: "totalWeeklyShareQuantity is not a non-negative integer: '1,234'",
-        5: f"row is for week {other_week}, not 2025-12-15",
+        5: "published on 2025-12-08 (lastUpdateDate), before week 2025-11-24's first publication (2025-12-15): "
+        "the row is for week 2025-11-17",
         6: "lastUpdateDate is not a date: 'Dec 15'",
         7: "row is for tier NMS_TIER_2, not NMS_TIER_1",
         8: "unknown tier 'Tier 9'",
@@ -217,7 +232,8 @@ def test_every_kind_of_bad_row_has_its_reason(engine: Engine, tmp_path: Path) ->
         cleaned = conn.execute(
             select(normalized.c.symbol, normalized.c.mpid).where(normalized.c.line_number == 10)
         ).one()
-    assert cleaned.symbol == records[8]["issueSymbolIdentifier"].strip().upper()
+    assert cleaned.symbol == records[8]["issueSymbolIdentifier"].strip()
+    assert cleaned.symbol.endswith("p")
     assert cleaned.mpid == records[8]["MPID"].upper()
     # A rejected row's record is the row as received, keyed by FINRA's column names.
     short = next(record for line, _, record in _rejects(engine) if line == len(records) + 2)
@@ -241,7 +257,9 @@ def test_unknown_tier_is_refused_with_the_choices() -> None:
     with pytest.raises(UnknownTier) as failure:
         parse_tier("NMS_TIER_3")
     assert isinstance(failure.value, ValueError)
-    assert str(failure.value) == "unknown tier 'NMS_TIER_3'; expected one of NMS_TIER_1, NMS_TIER_2, OTC"
+    assert (
+        str(failure.value) == "unknown tier 'NMS_TIER_3'; expected one of NMS_TIER_1 (T1), NMS_TIER_2 (T2), OTC (OTCE)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -280,7 +298,7 @@ def test_progress_is_reported_while_ingesting(engine: Engine, tmp_path: Path) ->
     ctx = RunContext(
         engine=engine,
         pipeline=INGEST,
-        week_ending=WEEK,
+        week=WEEK,
         tier=TIER,
         execution_id=uuid.uuid4().hex,
         now=NOW,

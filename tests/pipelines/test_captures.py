@@ -19,12 +19,12 @@ from market_spine.finra.sample import render_records, sample_records, write_samp
 from market_spine.services import query
 from tests.pipelines.helpers import NOW, count, manifest, run, run_chain
 
-WEEK = date(2025, 12, 15)
+WEEK = date(2025, 11, 24)  # an NMS Tier 1 trading week, first published on 2025-12-15
 TIER = Tier.NMS_TIER_1
 DAY1 = NOW  # 2025-12-16
 DAY2 = datetime(2025, 12, 17, 9, 0, tzinfo=UTC)
-CAPTURE1 = "finra.otc_transparency:NMS_TIER_1:2025-12-15:20251216"
-CAPTURE2 = "finra.otc_transparency:NMS_TIER_1:2025-12-15:20251217"
+CAPTURE1 = "finra.otc_transparency:NMS_TIER_1:2025-11-24:20251216"
+CAPTURE2 = "finra.otc_transparency:NMS_TIER_1:2025-11-24:20251217"
 
 
 @pytest.fixture
@@ -39,7 +39,8 @@ def restated(tmp_path: Path) -> tuple[Path, str, str]:
     dropped = records[0]["issueSymbolIdentifier"]
     kept = [r for r in records if r["issueSymbolIdentifier"] != dropped]
     changed = kept[0]["issueSymbolIdentifier"]
-    kept[0] = {**kept[0], "totalWeeklyShareQuantity": "123456789"}
+    # FINRA stamps the row it corrected with the correction day; the others keep the first publication.
+    kept[0] = {**kept[0], "totalWeeklyShareQuantity": "123456789", "lastUpdateDate": "2025-12-16"}
     path = tmp_path / "tuesday.csv"
     path.write_text(render_records(kept), encoding="utf-8")
     return path, dropped, changed
@@ -81,6 +82,9 @@ def test_restatement_coexists_and_latest_shows_it(
     assert [c["latest"] for c in captures] == [True, False]
     assert captures[1]["raw_rows"] == rows
     assert captures[0]["raw_rows"] == rows - 1
+    # Each capture records the FINRA publication dates its rows carry: the correction is later.
+    assert (captures[1]["published_from"], captures[1]["published_to"]) == (date(2025, 12, 15), date(2025, 12, 15))
+    assert (captures[0]["published_from"], captures[0]["published_to"]) == (date(2025, 12, 15), date(2025, 12, 16))
     assert count(engine, raw, capture_id=CAPTURE1) == rows
     assert count(engine, raw, capture_id=CAPTURE2) == rows - 1
 
@@ -98,8 +102,10 @@ def test_restatement_coexists_and_latest_shows_it(
     as_of = query.venue_share(engine, WEEK, TIER, capture_id=CAPTURE1)
     assert {r["capture_id"] for r in as_of} == {CAPTURE1}
     assert len(as_of) == rows
-    old_hhi = query.hhi(engine, WEEK, TIER, symbol=dropped.lower(), capture_id=CAPTURE1)
+    old_hhi = query.hhi(engine, WEEK, TIER, symbol=dropped, capture_id=CAPTURE1)
     assert [r["symbol"] for r in old_hhi] == [dropped]
+    # Symbols are matched as published: in FINRA's symbology case can tell two securities apart.
+    assert query.hhi(engine, WEEK, TIER, symbol=dropped.lower(), capture_id=CAPTURE1) == []
     assert 0.0 < old_hhi[0]["hhi"] <= 1.0
     assert all(r["volume"] != 123456789 for r in as_of)
 
@@ -147,9 +153,9 @@ def test_downstream_stages_default_to_the_latest_capture(
 
 
 def test_stages_without_raw_data_say_what_to_run(engine: Engine) -> None:
-    with pytest.raises(NotFound, match="no RAW capture for week 2025-12-15 tier NMS_TIER_1; run ingest first"):
+    with pytest.raises(NotFound, match="no RAW capture for week 2025-11-24 tier NMS_TIER_1; run ingest first"):
         run(engine, NORMALIZE, WEEK, TIER)
-    with pytest.raises(NotFound, match="no RAW capture for week 2025-12-15 tier NMS_TIER_1; run ingest first"):
+    with pytest.raises(NotFound, match="no RAW capture for week 2025-11-24 tier NMS_TIER_1; run ingest first"):
         run(engine, COMPUTE, WEEK, TIER)
     with pytest.raises(NotFound, match="no RAW capture 'nope'"):
         run(engine, NORMALIZE, WEEK, TIER, params={"capture_id": "nope"})
@@ -157,14 +163,14 @@ def test_stages_without_raw_data_say_what_to_run(engine: Engine) -> None:
 
 def test_as_of_an_unknown_or_foreign_capture_is_not_found(engine: Engine, monday: Path) -> None:
     run_chain(engine, monday, WEEK, TIER)
-    unknown = "finra.otc_transparency:NMS_TIER_1:2025-12-15:20240101"
+    unknown = "finra.otc_transparency:NMS_TIER_1:2025-11-24:20240101"
     with pytest.raises(NotFound, match=re.escape(f"no capture {unknown!r}")):
         query.venue_share(engine, WEEK, TIER, capture_id=unknown)
-    with pytest.raises(NotFound, match="is for week 2025-12-15 tier NMS_TIER_1, not week 2025-12-15 tier NMS_TIER_2"):
+    with pytest.raises(NotFound, match="is for week 2025-11-24 tier NMS_TIER_1, not week 2025-11-24 tier NMS_TIER_2"):
         query.hhi(engine, WEEK, Tier.NMS_TIER_2, capture_id=CAPTURE1)
     # Latest of a partition with no data is empty, not an error.
-    assert query.venue_share(engine, date(2025, 12, 8), TIER) == []
-    assert query.captures(engine, date(2025, 12, 8), TIER) == []
+    assert query.venue_share(engine, date(2025, 11, 17), TIER) == []
+    assert query.captures(engine, date(2025, 11, 17), TIER) == []
 
 
 def test_top_concentrated_orders_by_hhi_then_volume(engine: Engine, monday: Path) -> None:
@@ -177,10 +183,11 @@ def test_top_concentrated_orders_by_hhi_then_volume(engine: Engine, monday: Path
 
 
 def test_nms_tier_2_sample_week_runs_the_chain(engine: Engine, tmp_path: Path) -> None:
-    path = write_sample_week(tmp_path, WEEK, Tier.NMS_TIER_2, symbols=60, seed=11)
+    week = date(2025, 11, 10)  # Tier 2 is published 35 days after the week: on 2025-12-15
+    path = write_sample_week(tmp_path, week, Tier.NMS_TIER_2, symbols=60, seed=11)
     assert path.name == "finra_otc_weekly_nms_tier_2_20251215.csv"
     assert path.read_text(encoding="utf-8").splitlines()[0] == "|".join(HEADER)
-    ingest, norm, calc = run_chain(engine, path, WEEK, Tier.NMS_TIER_2)
+    ingest, norm, calc = run_chain(engine, path, week, Tier.NMS_TIER_2)
     assert ingest.row_count == norm.row_count == calc.row_count == len(path.read_text().splitlines()) - 1
     assert norm.rejected == 0
-    assert len(query.hhi(engine, WEEK, Tier.NMS_TIER_2)) == 60
+    assert len(query.hhi(engine, week, Tier.NMS_TIER_2)) == 60

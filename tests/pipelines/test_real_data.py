@@ -1,14 +1,16 @@
-"""The real FINRA weekly files through ingest → normalize → compute (issue 2, acceptance criterion 3).
+"""The real FINRA weekly files through ingest → normalize → compute (issue 2, acceptance criterion 3;
+issue 8: they are the OTC trading weeks of 2025-11-10 and 2025-11-17).
 
 Counts are read from the files by this test (not by the product's parser) and also pinned to the
 numbers in ``../shared/data/finra_otc/README.md``, so a parser that drops or invents rows fails
-both ways.
+both ways. Each file's only date, ``lastUpdateDate``, is the day FINRA published it, 35 days after
+the trading week's Monday.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,11 +23,21 @@ from tests.pipelines.helpers import count, data_lines, manifest, run_chain
 
 pytestmark = pytest.mark.realdata
 
-# file → (week_ending = lastUpdateDate, data rows, symbols, MPIDs), from the data folder's README.
+# file → (trading week, data rows, symbols, MPIDs), from the data folder's README.
 EXPECTED = {
-    "finra_otc_weekly_otc_20251215.csv": (date(2025, 12, 15), 5_328, 3_111, 9),
-    "finra_otc_weekly_otc_20251222.csv": (date(2025, 12, 22), 5_192, 2_985, 9),
+    "finra_otc_weekly_otc_20251215.csv": (date(2025, 11, 10), 5_328, 3_111, 9),
+    "finra_otc_weekly_otc_20251222.csv": (date(2025, 11, 17), 5_192, 2_985, 9),
 }
+# file → the day FINRA published it (every row's lastUpdateDate, and the date in its name).
+PUBLISHED = {
+    "finra_otc_weekly_otc_20251215.csv": date(2025, 12, 15),
+    "finra_otc_weekly_otc_20251222.csv": date(2025, 12, 22),
+}
+
+
+def day_after(published: date) -> datetime:
+    """When the weekly job runs: the day after FINRA published the week."""
+    return datetime.combine(published + timedelta(days=1), time(14, 30), tzinfo=UTC)
 
 
 def _real_file(finra_files: list[Path], name: str) -> Path:
@@ -45,11 +57,14 @@ def test_real_week_through_the_chain(engine: Engine, finra_files: list[Path], na
     assert len(lines) == expected_rows
     assert len({f[1] for f in fields}) == expected_symbols
     assert len({f[4] for f in fields}) == expected_mpids
-    assert {f[7] for f in fields} == {week.isoformat()}
+    published = PUBLISHED[name]
+    assert {f[7] for f in fields} == {published.isoformat()}
+    assert published == week + timedelta(days=35)
 
-    ingest, norm, calc = run_chain(engine, path, week, Tier.OTC)
+    now = day_after(published)
+    ingest, norm, calc = run_chain(engine, path, week, Tier.OTC, now=now)
     capture = ingest.capture_id
-    assert capture == f"finra.otc_transparency:OTC:{week.isoformat()}:20251216"
+    assert capture == f"finra.otc_transparency:OTC:{week.isoformat()}:{now:%Y%m%d}"
     assert norm.capture_id == calc.capture_id == capture
 
     # Raw = the file's data rows; normalized + rejects = raw.
@@ -135,10 +150,10 @@ def test_real_week_through_the_chain(engine: Engine, finra_files: list[Path], na
 
 def test_both_real_weeks_coexist_as_partitions(engine: Engine, finra_files: list[Path]) -> None:
     for name, (week, _, _, _) in EXPECTED.items():
-        run_chain(engine, _real_file(finra_files, name), week, Tier.OTC)
+        run_chain(engine, _real_file(finra_files, name), week, Tier.OTC, now=day_after(PUBLISHED[name]))
     for week, expected_rows, expected_symbols, _ in EXPECTED.values():
-        assert count(engine, raw, week_ending=week) == expected_rows
-        assert count(engine, symbol_hhi, week_ending=week) == expected_symbols
+        assert count(engine, raw, week=week) == expected_rows
+        assert count(engine, symbol_hhi, week=week) == expected_symbols
 
 
 def test_top_concentrated_ranks_by_hhi_and_can_leave_out_single_venue_symbols(
@@ -148,7 +163,7 @@ def test_top_concentrated_ranks_by_hhi_and_can_leave_out_single_venue_symbols(
 
     name = sorted(EXPECTED)[0]
     week = EXPECTED[name][0]
-    run_chain(engine, _real_file(finra_files, name), week, Tier.OTC)
+    run_chain(engine, _real_file(finra_files, name), week, Tier.OTC, now=day_after(PUBLISHED[name]))
     everything = hhi(engine, week, Tier.OTC)
     multi = [r for r in everything if r["venue_count"] >= 2]
     top = top_concentrated(engine, week, Tier.OTC, limit=20, min_venues=2)

@@ -111,16 +111,12 @@ helm.sh/chart: {{ include "market-spine.chart" .ctx }}
 {{- end -}}
 
 {{/*
-The calendar settings (SPINE_WEEK_ENDING_WEEKDAY, SPINE_PUBLICATION_LAG_DAYS as JSON, only when
-set) of the operator, the doctor CronJob and the enqueue CronJobs.
+The calendar setting (SPINE_PUBLICATION_GRACE_DAYS) of the operator, the doctor CronJob and the
+enqueue CronJobs. FINRA's schedule itself is built into spine.
 */}}
 {{- define "market-spine.calendarEnv" -}}
-- name: SPINE_WEEK_ENDING_WEEKDAY
-  value: {{ .Values.calendar.weekEndingWeekday | quote }}
-{{- with .Values.calendar.publicationLagDays }}
-- name: SPINE_PUBLICATION_LAG_DAYS
-  value: {{ toJson . | quote }}
-{{- end }}
+- name: SPINE_PUBLICATION_GRACE_DAYS
+  value: {{ .Values.calendar.publicationGraceDays | quote }}
 {{- end -}}
 
 {{/* Pod-level settings shared by every pod of the chart. */}}

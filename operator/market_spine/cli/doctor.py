@@ -15,7 +15,7 @@ from rich.console import Console
 
 from market_spine.cli import context
 from market_spine.cli.output import Format, emit, is_tty
-from market_spine.core.partitions import DOMAIN, Tier
+from market_spine.core.partitions import DOMAIN
 from market_spine.errors import UsageError
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict, report_as_prometheus
 
@@ -30,18 +30,28 @@ class DoctorFormat(enum.StrEnum):
 
 def doctor(
     domain: Annotated[str, typer.Argument(help="Domain to check: finra.otc_transparency.")],
-    weeks: Annotated[int, typer.Option("--weeks", min=1, max=1040, help="How many weeks back to check.")] = 12,
+    weeks: Annotated[
+        int, typer.Option("--weeks", min=1, max=1040, help="How many of each tier's newest published weeks to check.")
+    ] = 12,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Check as of this date (YYYY-MM-DD); default today.")
     ] = None,
     tiers: Annotated[list[str] | None, typer.Option("--tier", help="Only these tiers (repeatable).")] = None,
     stale_days: Annotated[
         int,
-        typer.Option("--stale-days", min=0, help="A tier whose newest complete week is older is stale; 0 = off."),
+        typer.Option(
+            "--stale-days", min=0, help="Stale: the week after a tier's newest complete week is this overdue; 0 = off."
+        ),
     ] = 14,
-    lags: Annotated[
-        list[str] | None,
-        typer.Option("--lag", help="TIER=DAYS: a tier's week is expected DAYS after its date (repeatable)."),
+    grace_days: Annotated[
+        int | None,
+        typer.Option(
+            "--grace-days",
+            min=0,
+            max=60,
+            help="Days after FINRA's first publication before a week is expected "
+            "(default: SPINE_PUBLICATION_GRACE_DAYS, 1).",
+        ),
     ] = None,
     landing_dir: Annotated[
         Path | None,
@@ -49,14 +59,17 @@ def doctor(
     ] = None,
     fmt: Annotated[DoctorFormat, typer.Option("--format", help="table, json or prometheus.")] = DoctorFormat.TABLE,
 ) -> None:
-    """Report missing partitions, incomplete stage chains, stale tiers and FAILED work."""
+    """Report missing partitions, incomplete stage chains, stale tiers and FAILED work.
+
+    Expected: for each tier, its --weeks newest trading weeks that FINRA has published (on its
+    calendar: 21 days after the week's Monday for NMS Tier 1, 35 for Tier 2 and OTC, the next
+    business day after a holiday) at least --grace-days before --as-of."""
     if domain != DOMAIN:
         raise UsageError(f"unknown domain {domain!r}; known domains: {DOMAIN}")
     settings = context.settings()
     options = DoctorOptions(
         domain=domain,
-        weekday=settings.week_ending_weekday,
-        publication_lag_days=settings.publication_lag_days | _parse_lags(lags or []),
+        grace_days=settings.publication_grace_days if grace_days is None else grace_days,
         weeks=weeks,
         as_of=context.parse_date(as_of, "--as-of") if as_of else None,
         tiers=tuple(context.parse_tier_option(t) for t in tiers) if tiers else DoctorOptions.tiers,
@@ -73,20 +86,11 @@ def doctor(
     raise typer.Exit(EXIT_HEALTHY if report.healthy else EXIT_GAPS)
 
 
-def _parse_lags(items: list[str]) -> dict[Tier, int]:
-    lags: dict[Tier, int] = {}
-    for item in items:
-        tier, sep, days = item.partition("=")
-        if not sep or not days.strip().isdigit():
-            raise UsageError(f"--lag takes TIER=DAYS, e.g. NMS_TIER_1=14, not {item!r}")
-        lags[context.parse_tier_option(tier)] = int(days)
-    return lags
-
-
 def _print_table(data: dict[str, object]) -> None:
     head = (
-        f"{data['domain']} as of {data['as_of']}: {data['expected_partitions']} partitions expected over "
-        f"{data['weeks']} weeks; {data['missing_partitions']} missing, {data['incomplete_partitions']} incomplete, "
+        f"{data['domain']} as of {data['as_of']}: {data['expected_partitions']} partitions expected (each tier's "
+        f"{data['weeks']} newest published weeks); {data['missing_partitions']} missing, "
+        f"{data['incomplete_partitions']} incomplete, "
         f"{data['stale_tiers']} stale tiers, {data['failed_work']} failed work items"
     )
     verdict = "HEALTHY" if data["healthy"] else "GAPS FOUND"
@@ -100,9 +104,7 @@ def _print_table(data: dict[str, object]) -> None:
         rows = [
             {
                 "kind": g["kind"],
-                "week_ending": g.get(
-                    "week_ending", g.get("newest_week", (g.get("partition") or {}).get("week_ending"))
-                ),
+                "week": g.get("week", g.get("newest_week", (g.get("partition") or {}).get("week"))),
                 "tier": g.get("tier", (g.get("partition") or {}).get("tier", "")),
                 "detail": _detail(g),
                 "remediation": g["remediation"],
@@ -117,6 +119,8 @@ def _detail(gap: dict[str, object]) -> str:
         return f"has {','.join(gap['present_stages'])}; lacks {','.join(gap['missing_stages'])}"  # type: ignore[arg-type]
     if gap["kind"] == "stale":
         return f"newest complete week {gap['newest_week'] or 'none'}"
+    if gap["kind"] == "missing_partition":
+        return f"no data; FINRA published it on {gap['published_on']}"
     if gap["kind"] == "failed_work":
         return f"{gap['pipeline']}: {gap['last_error'] or ''}"
-    return "no data"
+    return "no data"  # pragma: no cover - every kind is handled above

@@ -46,8 +46,9 @@ def source_params(file: str | None, source: str | None, capture_id: str | None =
 
 def run(
     pipeline: Annotated[str, typer.Argument(help="Pipeline name, e.g. finra.otc_transparency.ingest_week.")],
-    week_ending: Annotated[str, typer.Option("--week-ending", help="Week date FINRA stamps (YYYY-MM-DD) or 'latest'.")],
-    tier: Annotated[str, typer.Option("--tier", help="NMS_TIER_1, NMS_TIER_2 or OTC.")],
+    tier: context.TierOpt,
+    week: context.WeekOpt = None,
+    week_ending: context.WeekEndingOpt = None,
     file: Annotated[str | None, typer.Option("--file", help="Path or http(s) URL of the weekly file (ingest).")] = None,
     source: Annotated[str | None, typer.Option("--source", help="Remote source for ingest: finra-api.")] = None,
     capture_date: Annotated[
@@ -62,16 +63,18 @@ def run(
     ] = None,
     chain: Annotated[bool, typer.Option("--chain", help="Also run the stages after this one.")] = False,
 ) -> None:
-    """Run a pipeline stage for one partition (week × tier), now, in this process."""
-    partition = context.partition(week_ending, tier)
+    """Run a pipeline stage for one partition (trading week × tier), now, in this process.
+
+    An ingest of a --file may leave the week out: it is then read off FINRA's publication calendar."""
     context.check_pipeline(pipeline)
+    partition = context.ingest_partition(pipeline, week, week_ending, tier, file)
     params = source_params(file, source, capture_id)
     day = context.parse_date(capture_date, "--capture-date") if capture_date else None
     with row_progress(pipeline.rsplit(".", 1)[-1]) as progress:
         runs = run_recorded(
             context.engine(),
             pipeline,
-            partition.week_ending,
+            partition.week,
             partition.tier,
             params=params,
             clock=context.utcnow,
@@ -82,6 +85,8 @@ def run(
             progress=progress,
         )
     for stage in runs:
+        for note in stage.result.notes:
+            say(f"note: {note}")
         rejected = f", {stage.result.rejected} rejected" if stage.result.rejected else ""
         print(
             f"{stage.pipeline}: {stage.result.stage.value} {stage.result.row_count} rows{rejected} "

@@ -21,8 +21,8 @@ from market_spine.cli.output import Format, emit, say
 from market_spine.cli.run import source_params
 from market_spine.config import Backend
 from market_spine.core.backoff import RetryPolicy
-from market_spine.core.calendar import week_range
-from market_spine.core.partitions import Tier, weekly_file_name
+from market_spine.core.calendar import describe_week, weeks_between
+from market_spine.core.partitions import Tier
 from market_spine.core.states import WorkState
 from market_spine.core.workitem import (
     BACKFILL_PRIORITY,
@@ -105,8 +105,9 @@ def _report(result: EnqueueResult) -> None:
 
 
 PipelineArg = Annotated[str, typer.Argument(help="Pipeline name, e.g. finra.otc_transparency.ingest_week.")]
-WeekOpt = Annotated[str, typer.Option("--week-ending", help="Week date (YYYY-MM-DD) or 'latest'.")]
-TierOpt = Annotated[str, typer.Option("--tier", help="NMS_TIER_1, NMS_TIER_2 or OTC.")]
+WeekOpt = context.WeekOpt
+WeekEndingOpt = context.WeekEndingOpt
+TierOpt = context.TierOpt
 FileOpt = Annotated[str | None, typer.Option("--file", help="Path or URL of the weekly file (ingest).")]
 SourceOpt = Annotated[str | None, typer.Option("--source", help="Remote source for ingest: finra-api.")]
 MaxAttemptsOpt = Annotated[int, typer.Option("--max-attempts", min=1, max=20, help="Attempts before FAILED.")]
@@ -119,8 +120,9 @@ ChainOpt = Annotated[bool, typer.Option("--chain/--no-chain", help="On success, 
 @app.command()
 def enqueue(
     pipeline: PipelineArg,
-    week_ending: WeekOpt,
     tier: TierOpt,
+    week: WeekOpt = None,
+    week_ending: WeekEndingOpt = None,
     file: FileOpt = None,
     source: SourceOpt = None,
     priority: Annotated[int, typer.Option("--priority", min=0, max=1000, help="Higher runs first.")] = DEFAULT_PRIORITY,
@@ -139,13 +141,15 @@ def enqueue(
     ] = None,
     chain: ChainOpt = False,
 ) -> None:
-    """Enqueue one partition. Enqueueing an existing partition is a reported no-op (exit 0)."""
+    """Enqueue one partition. Enqueueing an existing partition is a reported no-op (exit 0).
+
+    An ingest of a --file readable here may leave the week out: it is read off FINRA's calendar."""
     params = source_params(file, source)
     if capture_date:
         params["capture_date"] = context.parse_date(capture_date, "--capture-date").isoformat()
     spec = _spec(
         pipeline,
-        context.partition(week_ending, tier),
+        context.ingest_partition(pipeline, week, week_ending, tier, file),
         params=params,
         priority=priority,
         max_attempts=max_attempts,
@@ -161,12 +165,15 @@ def enqueue(
 @app.command()
 def backfill(
     pipeline: PipelineArg,
-    start: Annotated[str, typer.Option("--from", help="First week (YYYY-MM-DD), inclusive.")],
-    end: Annotated[str, typer.Option("--to", help="Last week (YYYY-MM-DD), inclusive.")],
+    start: Annotated[str, typer.Option("--from", help="A date in the first trading week (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--to", help="A date in the last trading week (YYYY-MM-DD).")],
     tiers: Annotated[list[str] | None, typer.Option("--tier", help="Tier(s); default all three.")] = None,
     landing_dir: Annotated[
         Path | None,
-        typer.Option("--landing-dir", help="Folder of weekly files named finra_otc_weekly_<tier>_<YYYYMMDD>.csv."),
+        typer.Option(
+            "--landing-dir",
+            help="Folder of weekly files named as FINRA names them: finra_otc_weekly_<tier>_<publication day>.csv.",
+        ),
     ] = None,
     source: SourceOpt = None,
     priority: Annotated[int, typer.Option("--priority", min=0, max=1000)] = BACKFILL_PRIORITY,
@@ -174,19 +181,24 @@ def backfill(
     backoff_seconds: BackoffOpt = 300,
     chain: ChainOpt = True,
 ) -> None:
-    """Enqueue weeks × tiers at a lower priority than live work (default 25)."""
+    """Enqueue trading weeks × tiers at a lower priority than live work (default 25).
+
+    Every trading week with a day in [--from, --to] is enqueued, each named by its Monday."""
     first, last = context.parse_date(start, "--from"), context.parse_date(end, "--to")
     if last < first:
         raise UsageError("--to is before --from")
     chosen = [context.parse_tier_option(t) for t in tiers] if tiers else list(Tier)
+    calendar = context.calendar()
+    weeks = weeks_between(first, last)
+    say(f"backfill: trading weeks {describe_week(weeks[0])} to {describe_week(weeks[-1])}")
     specs = []
-    for week in week_range(first, last, context.settings().week_ending_weekday):
+    for week in weeks:
         for tier in chosen:
-            file = str(landing_dir / weekly_file_name(week, tier)) if landing_dir else None
+            file = str(landing_dir / calendar.file_name(week, tier)) if landing_dir else None
             specs.append(
                 _spec(
                     pipeline,
-                    FinraPartition(week_ending=week, tier=tier),
+                    FinraPartition(week=week, tier=tier),
                     params=source_params(file, source),
                     priority=priority,
                     max_attempts=max_attempts,
@@ -197,8 +209,6 @@ def backfill(
                     chain=chain,
                 )
             )
-    if not specs:
-        raise UsageError(f"no week-ending dates between {first} and {last}")
     target = queue()
     if sys.stderr.isatty():
         columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn())
@@ -216,7 +226,7 @@ def _row(item: Any) -> dict[str, Any]:
     return {
         "name": item.k8s_name,
         "pipeline": item.pipeline,
-        "week_ending": partition.week_ending,
+        "week": partition.week,
         "tier": partition.tier.value,
         "state": item.state.value if isinstance(item.state, WorkState) else item.state,
         "attempts": f"{item.attempt_count}/{item.max_attempts}",
@@ -243,16 +253,16 @@ def list_items(
 
 
 @app.command()
-def retry(pipeline: PipelineArg, week_ending: WeekOpt, tier: TierOpt) -> None:
+def retry(pipeline: PipelineArg, tier: TierOpt, week: WeekOpt = None, week_ending: WeekEndingOpt = None) -> None:
     """Admin retry: FAILED (or COMPLETE, to re-run) → PENDING with a fresh attempt budget."""
-    item = queue().retry(context.check_pipeline(pipeline), context.partition(week_ending, tier))
+    item = queue().retry(context.check_pipeline(pipeline), context.partition(week, week_ending, tier))
     print(f"{pipeline} {item.partition_key}: {_state(item)}, attempts reset")
 
 
 @app.command()
-def cancel(pipeline: PipelineArg, week_ending: WeekOpt, tier: TierOpt) -> None:
+def cancel(pipeline: PipelineArg, tier: TierOpt, week: WeekOpt = None, week_ending: WeekEndingOpt = None) -> None:
     """Cancel a work item that has not finished: it moves to CANCELLED."""
-    item = queue().cancel(context.check_pipeline(pipeline), context.partition(week_ending, tier))
+    item = queue().cancel(context.check_pipeline(pipeline), context.partition(week, week_ending, tier))
     print(f"{pipeline} {item.partition_key}: {_state(item)}")
 
 
@@ -264,7 +274,7 @@ def _print_outcome(outcome: AttemptOutcome) -> None:
     partition = FinraPartition.model_validate_json(outcome.partition_key)
     detail = f": {outcome.error}" if outcome.error else ""
     print(
-        f"{outcome.pipeline} {partition.week_ending} {partition.tier.value} "
+        f"{outcome.pipeline} {partition.week} {partition.tier.value} "
         f"attempt {outcome.attempt} → {outcome.state.value}{detail}",
         flush=True,
     )

@@ -1,7 +1,9 @@
 """Gap detection (SPEC §5): expected partitions against the manifest, as a pure function.
 
-``services.doctor`` loads the manifest and the failed work items, calls :func:`detect_gaps`, and
-renders the :class:`GapReport`. Each gap carries the one ``spine`` command that fills it.
+``services.doctor`` asks ``core.calendar`` which (trading week, tier) partitions FINRA has
+published (plus the grace), loads the manifest and the failed work items, calls
+:func:`detect_gaps`, and renders the :class:`GapReport`. Each gap carries the one ``spine`` command
+that fills it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import json
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
+from market_spine.core.calendar import WEEK
 from market_spine.core.partitions import Tier
 from market_spine.core.stages import INGEST, STAGE_ORDER, STAGE_PIPELINE, Stage
 
@@ -19,11 +22,13 @@ Partition = tuple[date, Tier]
 # For a missing partition, the ``spine run`` arguments that say where its data comes from
 # (``--file PATH`` when a landing file exists, else ``--source finra-api``).
 IngestSource = Callable[[date, Tier], Sequence[str]]
+# The day from which the platform should hold a (week, tier): FINRA's first publication + grace.
+Due = Callable[[date, Tier], date]
 
 
 @dataclass(frozen=True)
 class MissingPartition:
-    week_ending: date
+    week: date
     tier: Tier
     remediation: str
     kind: str = "missing_partition"
@@ -31,7 +36,7 @@ class MissingPartition:
 
 @dataclass(frozen=True)
 class IncompleteChain:
-    week_ending: date
+    week: date
     tier: Tier
     present: tuple[Stage, ...]
     missing: tuple[Stage, ...]
@@ -89,18 +94,20 @@ def current_stages(stages: Mapping[Stage, tuple[datetime, str]]) -> dict[Stage, 
 
 
 def run_command(pipeline: str, week: date, tier: Tier, extra: Sequence[str] = (), chain: bool = True) -> str:
-    args = ["spine", "run", pipeline, "--week-ending", week.isoformat(), "--tier", tier.value, *extra]
+    args = ["spine", "run", pipeline, "--week", week.isoformat(), "--tier", tier.value, *extra]
     if chain:
         args.append("--chain")
     return shlex.join(args)
 
 
 def retry_command(pipeline: str, partition_key: str) -> str:
-    """``spine work retry`` for a FINRA partition key (canonical JSON with week_ending and tier)."""
+    """``spine work retry`` for a FINRA partition key (canonical JSON with week and tier)."""
     partition = json.loads(partition_key)
-    return shlex.join(
-        ["spine", "work", "retry", pipeline, "--week-ending", partition["week_ending"], "--tier", partition["tier"]]
-    )
+    return shlex.join(["spine", "work", "retry", pipeline, "--week", partition["week"], "--tier", partition["tier"]])
+
+
+def _monday(week: date, _tier: Tier) -> date:
+    return week
 
 
 def detect_gaps(
@@ -111,16 +118,16 @@ def detect_gaps(
     failed_work: Iterable[tuple[str, str, str | None]] = (),
     ingest_source: IngestSource = lambda _w, _t: ("--source", "finra-api"),
     stale_after_days: int | None = None,
-    publication_lag_days: Mapping[Tier, int] | None = None,
+    due: Due | None = None,
 ) -> GapReport:
     """Compare ``expected`` partitions with the ``manifest`` (partition → stage → updated_at).
 
     * missing: no stage at all for an expected partition → ingest with ``--chain``;
     * incomplete: a prefix of the chain is present but a later stage is not → run the first
       missing stage with ``--chain`` (it reads the stage before it from the database);
-    * stale: a tier's newest complete (CALC) week is older than ``stale_after_days`` before
-      ``as_of`` plus the tier's publication lag; tiers already reported as missing or incomplete
-      are not counted twice;
+    * stale: the week after a tier's newest complete (CALC) week has been ``due`` (FINRA published
+      it, plus the grace) for more than ``stale_after_days`` days (with no ``due``, every week is
+      due on its Monday); tiers already reported as missing or incomplete are not counted twice;
     * failed: work items stuck in FAILED → ``spine work retry``.
     """
     expected_list = sorted(set(expected))
@@ -149,13 +156,14 @@ def detect_gaps(
             weeks = [w for (w, t), stages in manifest.items() if t is tier and Stage.CALC in stages]
             newest = max(weeks, default=None)
             age = (as_of - newest).days if newest else None
-            # A tier published L days late is naturally L days older: staleness counts beyond that.
-            allowed = timedelta(days=stale_after_days + (publication_lag_days or {}).get(tier, 0))
-            if newest is None or as_of - newest > allowed:
-                due = [w for w, t in expected_list if t is tier]
+            # A tier is naturally weeks behind the calendar (FINRA publishes late): it is stale
+            # only once the week after its newest one has been out for longer than allowed.
+            overdue = (as_of - (due or _monday)(newest + WEEK, tier)).days if newest else None
+            if overdue is None or overdue > stale_after_days:
+                wanted = [w for w, t in expected_list if t is tier]
                 fix = (
-                    run_command(INGEST, due[-1], tier, ingest_source(due[-1], tier))
-                    if due
+                    run_command(INGEST, wanted[-1], tier, ingest_source(wanted[-1], tier))
+                    if wanted
                     else "spine work backfill --help"
                 )
                 report.stale.append(StaleTier(tier, newest, age, fix))

@@ -213,14 +213,14 @@ class _Planner:
         if self.spec is None:
             return self.obs.name
         part = self.spec.partition
-        return f"{self.spec.pipeline} {part.week_ending.isoformat()} {part.tier.value}"
+        return f"{self.spec.pipeline} {part.week.isoformat()} {part.tier.value}"
 
     def retry_hint(self) -> str:
         if self.spec is None:
             return "fix the spec, then delete the work item and enqueue it again"
         part = self.spec.partition
         return (
-            f"`spine work retry {self.spec.pipeline} --week-ending {part.week_ending.isoformat()} "
+            f"`spine work retry {self.spec.pipeline} --week {part.week.isoformat()} "
             f"--tier {part.tier.value}` re-opens it"
         )
 

@@ -200,7 +200,7 @@ def manifest(spec: WorkItemSpec, namespace: str, **extra_spec: Any) -> dict[str,
             "labels": {
                 LABEL_PIPELINE: spec.pipeline,
                 f"{GROUP}/tier": spec.partition.tier.value,
-                f"{GROUP}/week-ending": spec.partition.week_ending.isoformat(),
+                f"{GROUP}/week": spec.partition.week.isoformat(),
             },
         },
         "spec": body.to_manifest_spec(),

@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from market_spine.core.backoff import DEFAULT_MAX_ATTEMPTS, RetryPolicy
+from market_spine.core.calendar import check_week
 from market_spine.core.naming import work_item_name
-from market_spine.core.partitions import DOMAIN, Tier, canonical_key, parse_tier
+from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition, parse_tier
 from market_spine.core.stages import INGEST
 
 DEFAULT_PRIORITY = 100
@@ -22,12 +23,17 @@ BACKFILL_PRIORITY = 25  # below the current week's default, so live work runs fi
 
 
 class FinraPartition(BaseModel):
-    """A FINRA OTC partition: the week FINRA stamps on the file, and the tier."""
+    """A FINRA OTC partition: the trading week (FINRA's ``weekStartDate``, a Monday) and the tier."""
 
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="forbid")
 
-    week_ending: date = Field(alias="weekEnding")
+    week: date
     tier: Tier
+
+    @field_validator("week")
+    @classmethod
+    def _monday(cls, value: date) -> date:
+        return check_week(value)
 
     @field_validator("tier", mode="before")
     @classmethod
@@ -35,8 +41,8 @@ class FinraPartition(BaseModel):
         return parse_tier(value) if isinstance(value, str) else value
 
     def as_dict(self) -> dict[str, str]:
-        """The partition as stored in ``core_work_items.partition_key`` (snake_case keys)."""
-        return {"week_ending": self.week_ending.isoformat(), "tier": self.tier.value}
+        """The partition as stored in ``core_work_items.partition_key``."""
+        return finra_partition(self.week, self.tier)
 
     @property
     def key(self) -> str:

@@ -121,17 +121,30 @@ core_manifest = Table(
     Column("domain", Text, primary_key=True),
     Column("partition_key", Text, primary_key=True),
     Column("stage", Text, primary_key=True),
-    Column("week_ending", Date, nullable=False),
+    Column("week", Date, nullable=False, comment="The trading week (FINRA's weekStartDate, a Monday)."),
     Column("tier", Text, nullable=False),
     Column("row_count", BigInteger, nullable=False),
     Column("capture_id", Text, nullable=False),
     Column("execution_id", Text),
     _now(),
     CheckConstraint("stage IN ('RAW', 'NORMALIZED', 'CALC')", name="stage"),
-    Index("ix_core_manifest_domain_week", "domain", "week_ending"),
+    Index("ix_core_manifest_domain_week", "domain", "week"),
 )
 
 PREFIX = "finra_otc_transparency"
+
+# FINRA Query API fields beyond the weekly file's eight columns: (API field, raw column).
+FINRA_API_FIELDS: tuple[tuple[str, str], ...] = (
+    ("weekStartDate", "week_start_date"),
+    ("summaryTypeCode", "summary_type_code"),
+    ("initialPublishedDate", "initial_published_date"),
+    ("lastReportedDate", "last_reported_date"),
+    ("tierIdentifier", "tier_identifier"),
+    ("firmCRDNumber", "firm_crd_number"),
+    ("productTypeCode", "product_type_code"),
+    ("totalNotionalSum", "total_notional_sum"),
+)
+FINRA_API_COLUMNS: tuple[str, ...] = tuple(column for _, column in FINRA_API_FIELDS)
 
 
 def _capture_columns() -> list[Column[object]]:
@@ -139,7 +152,7 @@ def _capture_columns() -> list[Column[object]]:
         Column("capture_id", Text, nullable=False),
         Column("captured_at", DateTime(timezone=True), nullable=False),
         Column("execution_id", Text),
-        Column("week_ending", Date, nullable=False),
+        Column("week", Date, nullable=False, comment="The trading week (FINRA's weekStartDate, a Monday)."),
         Column("tier", Text, nullable=False),
     ]
 
@@ -147,11 +160,11 @@ def _capture_columns() -> list[Column[object]]:
 def _time_series_indexes(table: str, with_symbol: bool = True) -> list[Index]:
     # The seed's DBA guidance: capture (as-of), symbol (desk look-ups), latest (newest capture).
     indexes = [
-        Index(f"ix_{table}_capture", "week_ending", "tier", "capture_id"),
-        Index(f"ix_{table}_latest", "week_ending", "tier", text("captured_at DESC")),
+        Index(f"ix_{table}_capture", "week", "tier", "capture_id"),
+        Index(f"ix_{table}_latest", "week", "tier", text("captured_at DESC")),
     ]
     if with_symbol:
-        indexes.append(Index(f"ix_{table}_symbol", "symbol", "week_ending", "tier"))
+        indexes.append(Index(f"ix_{table}_symbol", "symbol", "week", "tier"))
     return indexes
 
 
@@ -170,7 +183,9 @@ raw = Table(
     Column("mpid", Text),
     Column("total_weekly_share_quantity", Text),
     Column("total_weekly_trade_count", Text),
-    Column("last_update_date", Text),
+    Column("last_update_date", Text, comment="FINRA's publication (or correction) day of the row, not its week."),
+    # FINRA's API fields that weekly files lack (NULL for rows from a file), kept as received.
+    *(Column(name, Text) for name in FINRA_API_COLUMNS),
     # One index, not the seed's three: every raw row is written by ingest and read once by
     # normalize, and each index costs ingest ~5 ms per 5,000 rows. It serves the latest view
     # and the latest-capture query in their order (captured_at DESC, capture_id DESC), and the
@@ -178,7 +193,7 @@ raw = Table(
     # 18 skips from one captured_at to the next, older versions read the partition's entries.
     # No symbol index: desk look-ups by symbol read the normalized and calc tables, which keep
     # theirs.
-    Index(f"ix_{PREFIX}_raw_latest_capture", "week_ending", "tier", text("captured_at DESC"), text("capture_id DESC")),
+    Index(f"ix_{PREFIX}_raw_latest_capture", "week", "tier", text("captured_at DESC"), text("capture_id DESC")),
 )
 
 normalized = Table(
@@ -205,7 +220,7 @@ rejects = Table(
     Column("line_number", Integer, nullable=False),
     Column("reason", Text, nullable=False),
     Column("record", JSONB, nullable=False, comment="The rejected row as received."),
-    Index(f"ix_{PREFIX}_rejects_capture", "week_ending", "tier", "capture_id"),
+    Index(f"ix_{PREFIX}_rejects_capture", "week", "tier", "capture_id"),
 )
 
 venue_volume = Table(
@@ -244,7 +259,25 @@ tier_venue_share = Table(
     *_time_series_indexes(f"{PREFIX}_tier_venue_share", with_symbol=False),
 )
 
-# Tables that have a "<name>_latest" view: the rows of the newest capture per (week_ending, tier).
+captures = Table(
+    f"{PREFIX}_captures",
+    metadata,
+    Column("capture_id", Text, primary_key=True),
+    Column("captured_at", DateTime(timezone=True), nullable=False),
+    Column("execution_id", Text),
+    Column("week", Date, nullable=False, comment="The trading week (FINRA's weekStartDate, a Monday)."),
+    Column("tier", Text, nullable=False),
+    Column("source_file", Text, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("published_from", Date, comment="Earliest FINRA publication date (lastUpdateDate) on the capture's rows."),
+    Column(
+        "published_to", Date, comment="Latest FINRA publication date: later than published_from after a correction."
+    ),
+    Index(f"ix_{PREFIX}_captures_partition", "week", "tier"),
+    comment="One row per capture written by ingest: where it came from and which FINRA publication it holds.",
+)
+
+# Tables that have a "<name>_latest" view: the rows of the newest capture per (week, tier).
 CAPTURED_TABLES: tuple[Table, ...] = (raw, normalized, rejects, venue_volume, symbol_hhi, tier_venue_share)
 
 

@@ -1,20 +1,34 @@
-"""FINRA Query API client for the ``otcMarket/weeklySummary`` dataset (``--source finra-api``).
+"""FINRA Query API client for the ``otcMarket`` weekly summaries (``--source finra-api``).
 
-Called by ``pipelines.ingest``; tested against a local HTTP server that answers in FINRA's shape.
-One request is ``POST {base}/data/group/otcMarket/name/weeklySummary`` with a JSON body
-``{"limit", "offset", "compareFilters": [...]}``; FINRA answers a JSON list of objects keyed by the
-weekly file's column names, and a ``Record-Total`` header. This client:
+Called by ``pipelines.ingest``; tested against a local HTTP server that answers in FINRA's shape
+(``tests/support/finra_api.py``). One week of one tier is
+``POST {base}/data/group/otcMarket/name/weeklySummary`` with a JSON body::
 
-- pages by ``offset`` until a short page, an empty page, or ``Record-Total`` rows;
+    {"limit": 5000, "offset": 0, "fields": [...],
+     "compareFilters": [{"compareType": "EQUAL", "fieldName": "weekStartDate", "fieldValue": "2025-11-10"},
+                        {"compareType": "EQUAL", "fieldName": "tierIdentifier", "fieldValue": "OTCE"},
+                        {"compareType": "EQUAL", "fieldName": "summaryTypeCode", "fieldValue": "ATS_W_SMBL_FIRM"}]}
+
+``weekStartDate`` is the trading week (``lastUpdateDate`` is the day FINRA published or corrected a
+row, so filtering on it would move a corrected row out of its week); ``tierIdentifier`` is FINRA's
+``T1``/``T2``/``OTCE``; ``ATS_W_SMBL_FIRM`` keeps the ATS venue rows only, never the non-ATS firms'
+or the per-symbol and per-firm totals. ``weeklySummary`` keeps a rolling 12 months; older weeks come
+from ``weeklySummaryHistoric``, which filters only on ``weekStartDate`` and ``tierIdentifier``, so
+there the row kind is filtered here. This client also:
+
+- pages by ``offset`` until ``Record-Total`` rows (or, without it, a short page; 204 = no rows);
 - limits its own request rate (a token bucket), because FINRA throttles with 429 anyway and a
   backfill should not spend its retries on self-inflicted throttling;
 - retries 429, 5xx and connection failures with exponential backoff, honouring ``Retry-After``,
   and after ``retries`` attempts raises :class:`SourceUnavailable` saying what FINRA answered;
-- turns other 4xx into a one-line error carrying FINRA's own message (retrying cannot fix them);
+- says why a week has no rows, each in one line: not published yet (retryable, with the day
+  FINRA's calendar expects it), outside FINRA's data window (permanent), published but empty;
+  and turns a refused request into "FINRA refused the request (FINRA's own message)";
 - optionally authenticates with OAuth client credentials (FINRA's public datasets need none).
 
 The base URL comes from ``SPINE_FINRA_API_URL`` so that a proxy or a mirror can stand in for FINRA.
-``sleep`` and ``clock`` are injectable so tests exercise backoff and rate limits without waiting.
+``sleep``, ``clock`` and ``today`` are injectable so tests exercise backoff, rate limits and the
+data window without waiting.
 """
 
 from __future__ import annotations
@@ -22,28 +36,56 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from market_spine.config import Settings
-from market_spine.core.partitions import Tier
-from market_spine.errors import SourceUnavailable, UsageError
+from market_spine.core.calendar import PublicationCalendar
+from market_spine.core.partitions import FINRA_TIER_IDS, Tier
+from market_spine.errors import NotPublishedYet, OutsideDataWindow, SourceUnavailable, UsageError
+from market_spine.finra.files import API_FIELDS, HEADER
+from market_spine.finra.schedule import finra_calendar
 
 log = logging.getLogger(__name__)
 
 DATASET_GROUP = "otcMarket"
-DATASET_NAME = "weeklySummary"
+CURRENT_DATASET = "weeklySummary"  # a rolling 12 months
+HISTORIC_DATASET = "weeklySummaryHistoric"  # the years before, filtered on week and tier only
+ATS_VENUE_ROWS = "ATS_W_SMBL_FIRM"  # one ATS (MPID), one symbol: the grain of venue analytics
+# Fields asked for (FINRA's ``fields`` projection): the weekly file's columns and the API's own.
+FIELDS: tuple[str, ...] = (*HEADER, *(name for name in API_FIELDS if name not in HEADER))
+CURRENT_WINDOW = timedelta(days=365)
+# FINRA keeps about four years in the historic dataset, before the current year.
+DATA_WINDOW = timedelta(days=5 * 365 + 1)
+# Near the 12-month boundary FINRA's own cut-over day is not known exactly: an empty answer there
+# is asked of the other dataset too.
+BOUNDARY_SLACK = timedelta(days=28)
 DEFAULT_BASE_URL = "https://api.finra.org"
 # FINRA's identity platform issues Query API tokens; a mirror that needs none leaves the client id unset.
 DEFAULT_TOKEN_URL = "https://ews.fip.finra.org/fip/rest/ews/oauth2/access_token?grant_type=client_credentials"
 MAX_PAGE_SIZE = 5000  # FINRA's largest synchronous page
-TIER_IDENTIFIERS: dict[Tier, str] = {Tier.NMS_TIER_1: "T1", Tier.NMS_TIER_2: "T2", Tier.OTC: "OTC"}
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
+Today = Callable[[], date]
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+@dataclass(frozen=True)
+class FetchedWeek:
+    """One week of one tier as FINRA's API answered it: the ATS venue records, and where they came
+    from (stored as ``source_file`` of the raw rows)."""
+
+    dataset: str
+    source: str
+    records: list[dict[str, Any]]
 
 
 def _times(count: int) -> str:
@@ -128,7 +170,8 @@ class FinraApiClient:
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
         max_retry_after_seconds: float = 300.0,
-        week_field: str = "lastUpdateDate",
+        calendar: PublicationCalendar | None = None,
+        today: Today = utc_today,
         client_id: str | None = None,
         client_secret: str | None = None,
         token_url: str = DEFAULT_TOKEN_URL,
@@ -141,13 +184,14 @@ class FinraApiClient:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1…{MAX_PAGE_SIZE}")
         self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/data/group/{DATASET_GROUP}/name/{DATASET_NAME}"
+        self.url = self.dataset_url(CURRENT_DATASET)
         self.retries = retries
         self.page_size = page_size
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_retry_after_seconds = max_retry_after_seconds
-        self.week_field = week_field
+        self.calendar = calendar or finra_calendar()
+        self._today = today
         self._credentials = (client_id, client_secret) if client_id and client_secret else None
         self._token_url = token_url
         self._token: str | None = None
@@ -224,8 +268,8 @@ class FinraApiClient:
                 else:
                     message = _error_message(response)
                     if status in (400, 404, 405, 422):
-                        raise UsageError(f"FINRA API refused {what} at {url} ({status}): {message}")
-                    raise SourceUnavailable(f"FINRA API refused {what} ({status}): {message}")
+                        raise UsageError(f"FINRA refused the request ({message}): HTTP {status} for {what} at {url}")
+                    raise SourceUnavailable(f"FINRA refused the request ({message}): HTTP {status} for {what}")
             if attempt < self.retries:
                 self._sleep(delay)
         if all(answer == "no answer" for answer in answers):
@@ -253,35 +297,51 @@ class FinraApiClient:
             self._token_expires = self._clock() + max(0.0, lifetime - 60.0)  # renew a minute early
         return {"Authorization": f"Bearer {self._token}"}
 
-    # --- the dataset ---------------------------------------------------------------------
+    # --- the datasets --------------------------------------------------------------------
 
-    def filters(self, week_ending: date, tier: Tier) -> list[dict[str, str]]:
-        return [
-            {"compareType": "equal", "fieldName": self.week_field, "fieldValue": week_ending.isoformat()},
-            {"compareType": "equal", "fieldName": "tierIdentifier", "fieldValue": TIER_IDENTIFIERS[tier]},
+    def dataset_url(self, dataset: str) -> str:
+        return f"{self.base_url}/data/group/{DATASET_GROUP}/name/{dataset}"
+
+    def dataset_for(self, week: date) -> str:
+        """``weeklySummary`` for weeks in FINRA's rolling 12 months, ``weeklySummaryHistoric`` before."""
+        return HISTORIC_DATASET if week < self._today() - CURRENT_WINDOW else CURRENT_DATASET
+
+    @staticmethod
+    def filters(week: date, tier: Tier, dataset: str = CURRENT_DATASET) -> list[dict[str, str]]:
+        """The ``compareFilters`` of a week's request. The historic dataset refuses a filter on
+        ``summaryTypeCode``: there, the row kind is filtered on the records received."""
+        filters = [
+            {"compareType": "EQUAL", "fieldName": "weekStartDate", "fieldValue": week.isoformat()},
+            {"compareType": "EQUAL", "fieldName": "tierIdentifier", "fieldValue": FINRA_TIER_IDS[tier]},
         ]
+        if dataset == CURRENT_DATASET:
+            filters.append({"compareType": "EQUAL", "fieldName": "summaryTypeCode", "fieldValue": ATS_VENUE_ROWS})
+        return filters
 
-    def describe(self, week_ending: date, tier: Tier) -> str:
+    def describe(self, week: date, tier: Tier, dataset: str = CURRENT_DATASET) -> str:
         """Where a week came from, as stored in ``source_file`` of its raw rows."""
-        return f"{self.url}?{self.week_field}={week_ending.isoformat()}&tierIdentifier={TIER_IDENTIFIERS[tier]}"
+        query = "&".join(f"{f['fieldName']}={f['fieldValue']}" for f in self.filters(week, tier, dataset))
+        if dataset != CURRENT_DATASET:
+            query += f"&summaryTypeCode={ATS_VENUE_ROWS}"  # filtered here, not by FINRA
+        return f"{self.dataset_url(dataset)}?{query}"
 
-    def iter_weekly_summary(self, week_ending: date, tier: Tier) -> Iterator[dict[str, Any]]:
-        """Yield the week's symbol × venue records for one tier, page by page.
+    def iter_weekly_summary(self, week: date, tier: Tier, dataset: str = CURRENT_DATASET) -> Iterator[dict[str, Any]]:
+        """Yield the week's ATS venue records (``ATS_W_SMBL_FIRM``) for one tier, page by page.
 
-        FINRA's dataset also holds per-symbol and per-firm aggregates (``summaryTypeCode`` not
-        ending in ``_SMBL_FIRM``); the weekly file is the symbol × firm grain only, so aggregates
-        are skipped here (and counted in the log) rather than double-counted downstream."""
-        filters = self.filters(week_ending, tier)
+        Records of any other kind are skipped (and counted in the log): FINRA filters them out of
+        ``weeklySummary`` already, and ``weeklySummaryHistoric`` cannot, so they would otherwise
+        mix non-ATS firms and per-symbol totals into the venue shares."""
+        url = self.dataset_url(dataset)
+        filters = self.filters(week, tier, dataset)
         offset = 0
         skipped = 0
         while True:
-            what = f"{DATASET_GROUP}/{DATASET_NAME} week {week_ending.isoformat()} tier {tier.value} (offset {offset})"
-            body = {"limit": self.page_size, "offset": offset, "compareFilters": filters}
-            response = self._request("POST", self.url, what, json=body, headers=self._auth_headers())
+            what = f"{DATASET_GROUP}/{dataset} week {week.isoformat()} tier {tier.value} (offset {offset})"
+            body = {"limit": self.page_size, "offset": offset, "fields": list(FIELDS), "compareFilters": filters}
+            response = self._request("POST", url, what, json=body, headers=self._auth_headers())
             page = self._page(response, what)
             for record in page:
-                code = record.get("summaryTypeCode")
-                if isinstance(code, str) and not code.endswith("_SMBL_FIRM"):
+                if record.get("summaryTypeCode") != ATS_VENUE_ROWS:
                     skipped += 1
                     continue
                 yield record
@@ -292,10 +352,37 @@ class FinraApiClient:
             if not page or (offset >= int(total) if total.isdigit() else len(page) < self.page_size):
                 break
         if skipped:
-            log.info("FINRA API: skipped %d aggregate records (not symbol × firm)", skipped)
+            log.info("FINRA API: skipped %d records that are not ATS venue rows (%s)", skipped, ATS_VENUE_ROWS)
 
-    def weekly_summary(self, week_ending: date, tier: Tier) -> list[dict[str, Any]]:
-        return list(self.iter_weekly_summary(week_ending, tier))
+    def fetch_week(self, week: date, tier: Tier) -> FetchedWeek:
+        """The week's ATS venue records, from whichever dataset holds the week; one clear error
+        when there are none: not published yet, outside FINRA's data window, or published but empty."""
+        today = self._today()
+        primary = self.dataset_for(week)
+        datasets = [primary]
+        if abs(week - (today - CURRENT_WINDOW)) <= BOUNDARY_SLACK:
+            datasets.append(HISTORIC_DATASET if primary == CURRENT_DATASET else CURRENT_DATASET)
+        for dataset in datasets:
+            records = list(self.iter_weekly_summary(week, tier, dataset))
+            if records:
+                return FetchedWeek(dataset, self.describe(week, tier, dataset), records)
+        label = f"{tier.value} week {week.isoformat()} ({FINRA_TIER_IDS[tier]})"
+        published = self.calendar.first_publication(week, tier)
+        if today < published:
+            raise NotPublishedYet(f"FINRA API: {label} is not published yet (expected on {published.isoformat()})")
+        if week < today - DATA_WINDOW:
+            raise OutsideDataWindow(
+                f"FINRA API: {label} is outside FINRA's data window (weeklySummary keeps 12 months, "
+                f"{HISTORIC_DATASET} about 4 years before that): no rows"
+            )
+        raise SourceUnavailable(
+            f"FINRA API: {label} is published but empty (first published on {published.isoformat()}): "
+            f"no {ATS_VENUE_ROWS} rows in {' or '.join(datasets)}"
+        )
+
+    def weekly_summary(self, week: date, tier: Tier) -> list[dict[str, Any]]:
+        """The week's ATS venue records from the dataset that holds it (empty if there are none)."""
+        return list(self.iter_weekly_summary(week, tier, self.dataset_for(week)))
 
     @staticmethod
     def _page(response: httpx.Response, what: str) -> list[dict[str, Any]]:

@@ -10,6 +10,11 @@ empty file, a header that is not FINRA's, and a file that is for another week or
 whole. What it lets through is row-level damage (a short row, a blank symbol, text in a number
 column): those rows are stored raw and rejected with a reason by normalization, so one bad row
 never aborts a week.
+
+A weekly file says nothing about its trading week: its only date, ``lastUpdateDate``, is the day
+FINRA published (or later corrected) each row. The week is what the user names, or what
+:func:`infer_week` reads off FINRA's publication calendar; :func:`check_partition` refuses a file
+published before the named week could have been.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import NamedTuple
 
 import httpx
 
+from market_spine.core.calendar import PublicationCalendar, describe_week
 from market_spine.core.partitions import Tier, UnknownTier, parse_tier
 from market_spine.errors import InputFileError, SourceUnavailable
 
@@ -38,6 +44,17 @@ HEADER: tuple[str, ...] = (
 )
 HEADER_LINE = "|".join(HEADER)
 FIELD_COUNT = len(HEADER)
+# What FINRA's Query API adds to the file's columns for a row; kept in raw (NULL for file rows).
+API_FIELDS: tuple[str, ...] = (
+    "weekStartDate",
+    "summaryTypeCode",
+    "initialPublishedDate",
+    "lastReportedDate",
+    "tierIdentifier",
+    "firmCRDNumber",
+    "productTypeCode",
+    "totalNotionalSum",
+)
 
 Fields = tuple[str | None, ...]
 
@@ -62,6 +79,8 @@ class WeeklyData:
     source: str  # the path (absolute) or URL the rows came from, stored with every raw row
     lines: list[str]  # data lines without line endings; blank lines are not data
     line_numbers: list[int]  # the 1-based line of each in the file (the header is line 1)
+    # For rows from FINRA's API: each row's API_FIELDS values as text (None where absent).
+    api_values: list[tuple[str | None, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -160,36 +179,97 @@ def weekly_from_records(source: str, records: Iterable[Mapping[str, object]]) ->
     """FINRA API records (objects keyed by the file's column names) → a week, numbered from 1.
 
     Each record becomes the line the file would have for it, so a week's record hashes are the
-    same whichever way it arrived. (FINRA fields never contain a pipe; if one did, the line would
-    have too many fields and normalization would reject it with a reason.)"""
+    same whichever way it arrived; the API's other fields (:data:`API_FIELDS`) travel beside it.
+    (FINRA fields never contain a pipe; if one did, the line would have too many fields and
+    normalization would reject it with a reason.)"""
+    records = list(records)
     lines = ["|".join(_field_text(record.get(name)) for name in HEADER) for record in records]
-    return WeeklyData(source, lines, list(range(1, len(lines) + 1)))
+    values = [
+        tuple(None if record.get(name) is None else _field_text(record.get(name)) for name in API_FIELDS)
+        for record in records
+    ]
+    return WeeklyData(source, lines, list(range(1, len(lines) + 1)), values)
 
 
-def _as_date(value: str) -> date | None:
+def _as_date(value: str | None) -> date | None:
     try:
-        return date.fromisoformat(value.strip())
+        return date.fromisoformat(value.strip()) if value else None
     except ValueError:
         return None
 
 
-def check_partition(data: WeeklyData, week_ending: date, tier: Tier) -> None:
-    """Refuse a file that is, as a whole, for another week or another tier.
-
-    If at least one row is for the requested week and tier, the file is this partition's and the
-    odd rows are rejected one by one during normalization; if none is, the user picked the wrong
-    file, and mixing it in would be worse than stopping."""
-    # The first and last fields of each line, without splitting the whole line.
-    weeks: Counter[date | None] = Counter()
+def publication_dates(data: WeeklyData) -> Counter[date | None]:
+    """How many rows carry each ``lastUpdateDate`` (``None``: missing or not a date). The last field
+    of each line, without splitting the whole line: a week has one or two distinct values."""
+    dates: Counter[date | None] = Counter()
     for text, count in Counter(line.rpartition("|")[2] for line in data.lines).items():
-        weeks[_as_date(text)] += count
-    if weeks[week_ending] == 0:
-        dated = [(count, day) for day, count in weeks.items() if day is not None]
-        found = max(dated)[1].isoformat() if dated else "no readable lastUpdateDate"
+        dates[_as_date(text)] += count
+    return dates
+
+
+def publication_range(data: WeeklyData) -> tuple[date, date] | None:
+    """(earliest, latest) ``lastUpdateDate`` of the rows, or ``None`` if no row has a readable one.
+    A later latest than earliest means FINRA corrected some rows after first publishing them."""
+    dated = [day for day in publication_dates(data) if day is not None]
+    return (min(dated), max(dated)) if dated else None
+
+
+def infer_week(data: WeeklyData, tier: Tier, calendar: PublicationCalendar) -> tuple[date, date]:
+    """(trading week, publication day) for a file whose week was not named: the newest week FINRA
+    had published for ``tier`` by the rows' earliest ``lastUpdateDate`` (the first publication;
+    later dates are corrections)."""
+    found = publication_range(data)
+    if found is None:
+        raise InputFileError(f"{data.source}: no row has a readable lastUpdateDate; name the week with --week")
+    earliest = found[0]
+    return calendar.newest_published_week(tier, earliest), earliest
+
+
+def check_partition(data: WeeklyData, week: date, tier: Tier, calendar: PublicationCalendar) -> list[str]:
+    """Refuse a file that is, as a whole, for another week or another tier; return notes worth
+    telling the user about a file that is accepted.
+
+    The week: a row cannot describe a week FINRA had not published yet, so a file none of whose
+    rows was published (``lastUpdateDate``) on or after the week's first publication is another
+    week's, and the error names the week its date fits. Rows from FINRA's API also carry
+    ``weekStartDate``: then at least one row must be for the week. If some rows are for the
+    partition, the file is its own and odd rows are rejected one by one during normalization; if
+    none is, the user picked the wrong file, and mixing it in would be worse than stopping."""
+    published = calendar.first_publication(week, tier)
+    dates = publication_dates(data)
+    dated = sorted(day for day in dates if day is not None)
+    if not dated:
+        raise InputFileError(f"{data.source}: no row has a readable lastUpdateDate (FINRA's publication day)")
+    if dated[-1] < published:
+        day = max(dated, key=lambda d: (dates[d], d))  # the day most rows were published
+        fits = calendar.newest_published_week(tier, day)
         raise InputFileError(
-            f"{data.source}: the file is for week {found}, not the requested week "
-            f"{week_ending.isoformat()} (no row has lastUpdateDate {week_ending.isoformat()})"
+            f"{data.source}: its rows were published on {day.isoformat()} (lastUpdateDate), before FINRA's first "
+            f"publication of {tier.value} week {week.isoformat()} on {published.isoformat()}; "
+            f"{day.isoformat()} fits week {describe_week(fits)}: use --week {fits.isoformat()}"
         )
+    if data.api_values is not None:
+        starts = Counter(values[0] for values in data.api_values)
+        if starts and not starts[week.isoformat()]:
+            found = max(starts.items(), key=lambda item: (item[1], item[0] or ""))[0]
+            raise InputFileError(
+                f"{data.source}: the rows are for week {found or 'unknown'} (weekStartDate), not {week.isoformat()}"
+            )
+    _check_tier(data, tier)
+    notes = []
+    if dated[0] > published:
+        fits = calendar.newest_published_week(tier, dated[0])
+        if fits != week:
+            notes.append(
+                f"every row of {data.source} was last updated after week {week.isoformat()}'s first publication "
+                f"({published.isoformat()}), on {dated[0].isoformat()} or later, which is when FINRA first published "
+                f"week {fits.isoformat()}: ingested as a correction of week {week.isoformat()}; if the file is "
+                f"week {fits.isoformat()}, run again with --week {fits.isoformat()}"
+            )
+    return notes
+
+
+def _check_tier(data: WeeklyData, tier: Tier) -> None:
     tiers: Counter[Tier | None] = Counter()
     for text, count in Counter(line.partition("|")[0] for line in data.lines).items():
         try:

@@ -5,7 +5,9 @@ Called by the demo when ``../shared/data/finra_otc/`` is absent, and by tests th
 is deterministic for a given (seed, tier, week): the symbol universe depends on (seed, tier) only,
 so consecutive weeks trade mostly the same symbols, and volumes vary by week. Like the real files:
 pipe-delimited, one header row, 1–3 venues per symbol, ``marketParticipantName`` = "MPID NAME",
-issue names with commas and periods, rows ordered by symbol then participant name.
+issue names with commas and periods, rows ordered by symbol then participant name, and
+``lastUpdateDate`` = the day FINRA first publishes the trading week (``finra.schedule``), which is
+also the date in the file's name.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.finra.files import HEADER, HEADER_LINE
+from market_spine.finra.schedule import finra_calendar
 
 TIER_DESCRIPTIONS: dict[Tier, str] = {
     Tier.NMS_TIER_1: "NMS Tier 1",
@@ -88,12 +91,16 @@ def _symbols(rng: random.Random, tier: Tier, count: int) -> list[tuple[str, str]
     return sorted(out.items())
 
 
-def sample_records(week_ending: date, tier: Tier, *, symbols: int = 50, seed: int = 0) -> list[dict[str, str]]:
-    """One week of rows as FINRA's API returns them: objects keyed by the file's column names."""
+def sample_records(
+    week: date, tier: Tier, *, symbols: int = 50, seed: int = 0, published_on: date | None = None
+) -> list[dict[str, str]]:
+    """One trading week (its Monday) of rows, as objects keyed by the file's column names, each
+    stamped with ``lastUpdateDate`` = ``published_on`` (default: the week's first publication)."""
     if symbols < 1:
         raise ValueError("symbols must be at least 1")
+    published = published_on or finra_calendar().first_publication(week, tier)
     universe = _symbols(random.Random(f"market-spine:{seed}:{tier.value}"), tier, symbols)
-    rng = random.Random(f"market-spine:{seed}:{tier.value}:{week_ending.isoformat()}")
+    rng = random.Random(f"market-spine:{seed}:{tier.value}:{week.isoformat()}")
     venues = _VENUES[tier]
     records: list[dict[str, str]] = []
     for symbol, issue_name in universe:
@@ -119,7 +126,7 @@ def sample_records(week_ending: date, tier: Tier, *, symbols: int = 50, seed: in
                 mpid,
                 str(shares),
                 str(trades),
-                week_ending.isoformat(),
+                published.isoformat(),
             )
             records.append(dict(zip(HEADER, values, strict=True)))
     return records
@@ -131,12 +138,13 @@ def render_records(records: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sample_week(path: str | Path, week_ending: date, tier: Tier, *, symbols: int = 50, seed: int = 0) -> Path:
-    """Write one sample week to ``path`` (a file, or a folder to write :func:`weekly_file_name` in)."""
+def write_sample_week(path: str | Path, week: date, tier: Tier, *, symbols: int = 50, seed: int = 0) -> Path:
+    """Write one sample trading week to ``path`` (a file, or a folder to write it in under FINRA's
+    name for it, :func:`weekly_file_name` of its first publication day)."""
     target = Path(path)
+    records = sample_records(week, tier, symbols=symbols, seed=seed)
     if target.is_dir():
-        target = target / weekly_file_name(week_ending, tier)
+        target = target / weekly_file_name(date.fromisoformat(records[0]["lastUpdateDate"]), tier)
     target.parent.mkdir(parents=True, exist_ok=True)
-    records = sample_records(week_ending, tier, symbols=symbols, seed=seed)
     target.write_text(render_records(records), encoding="utf-8")
     return target

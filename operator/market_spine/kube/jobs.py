@@ -3,7 +3,7 @@
 Called by the operator: :func:`build_job` when an attempt starts (the name is deterministic, so a
 restarted operator that creates it again gets ``409 AlreadyExists`` and adopts it), and
 :func:`job_view` / :func:`observe` when a Job's watch event arrives. The Job runs the pipeline
-image's own CLI, ``spine run <pipeline> --week-ending … --tier … --execution-id …``, with the
+image's own CLI, ``spine run <pipeline> --week … --tier … --execution-id …``, with the
 database URL from a Secret, so the container records its execution like any other run.
 """
 
@@ -41,8 +41,8 @@ def spine_run_command(spec: WorkItemResourceSpec, execution_id: str) -> list[str
         "spine",
         "run",
         spec.pipeline,
-        "--week-ending",
-        spec.partition.week_ending.isoformat(),
+        "--week",
+        spec.partition.week.isoformat(),
         "--tier",
         spec.partition.tier.value,
         "--execution-id",

@@ -224,6 +224,10 @@ class DbSync:
                 del self._executions[update.key]
 
     def _write(self, batch: Batch) -> None:
+        # Rows are written in one order, by work item name, whatever order changes arrived in: two
+        # operators mirroring the same items at once then lock their rows in the same order and
+        # wait for each other instead of deadlocking.
+        batch = sorted(batch, key=lambda item: item[0].key)
         try:
             with self.engine.begin() as conn:
                 for update, executions in batch:

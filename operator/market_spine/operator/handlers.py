@@ -33,7 +33,7 @@ def _identity(body: kopf.Body) -> tuple[str, str, str, str]:
     return (
         str(spec.get("domain") or DOMAIN),
         str(spec.get("pipeline")),
-        str(partition.get("weekEnding")),
+        str(partition.get("week")),
         str(partition.get("tier")),
     )
 

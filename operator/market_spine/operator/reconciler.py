@@ -184,7 +184,7 @@ def item_record(body: Mapping[str, Any]) -> ItemRecord:
         pipeline=intern(str(spec.get("pipeline") or "")),
         priority=priority if isinstance(priority, int) else DEFAULT_PRIORITY,
         desired=str(spec.get("desiredAt") or created),
-        week=intern(str(partition.get("weekEnding") or "")),
+        week=intern(str(partition.get("week") or "")),
         tier=intern(str(partition.get("tier") or "")),
         state=_state(status.get("state")),
         total_attempts=total if isinstance(total, int) else 0,
@@ -438,7 +438,7 @@ class Reconciler:
             return None
         # One that already ran wins, then the one named as `spine work enqueue` names it, then the
         # oldest (timestamps have one-second resolution, so ties are broken by name).
-        canonical = work_item_name(record.domain, record.pipeline, {"week_ending": record.week, "tier": record.tier})
+        canonical = work_item_name(record.domain, record.pipeline, {"tier": record.tier, "week": record.week})
         keeper = min(same.items(), key=lambda kv: (not kv[1][0], kv[0][1] != canonical, kv[1][1], kv[0][1]))[0]
         return None if keeper == record.key else keeper[1]
 

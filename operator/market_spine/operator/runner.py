@@ -303,11 +303,11 @@ async def run_async(
 def doctor_gap_probe(engine: Engine, settings: Settings) -> GapProbe:
     """The doctor's check, as the operator's periodic probe behind ``market_spine_partition_gaps``
     (the series the chart's MarketSpinePartitionGaps alert watches): missing partitions over the
-    last ``gap_check_weeks`` weeks, with the same calendar settings as ``spine doctor``."""
+    ``gap_check_weeks`` newest weeks FINRA has published for each tier, on the same publication
+    calendar and grace (``SPINE_PUBLICATION_GRACE_DAYS``) as ``spine doctor``."""
     options = DoctorOptions(
         weeks=settings.gap_check_weeks,
-        weekday=settings.week_ending_weekday,
-        publication_lag_days=settings.publication_lag_days,
+        grace_days=settings.publication_grace_days,
         stale_after_days=None,
     )
 

@@ -34,7 +34,7 @@ from market_spine.pipelines.copy import any_needs_escape, copy_text, escape, fet
 from market_spine.pipelines.manifest import Replaced, open_capture, upsert_manifest
 from market_spine.pipelines.registry import RunContext, StageResult, register
 
-_CAPTURE_COLUMNS = ("capture_id", "captured_at", "execution_id", "week_ending", "tier")
+_CAPTURE_COLUMNS = ("capture_id", "captured_at", "execution_id", "week", "tier")
 VENUE_VOLUME_COLUMNS = (*_CAPTURE_COLUMNS, "symbol", "mpid", "volume", "trade_count", "share")
 SYMBOL_HHI_COLUMNS = (*_CAPTURE_COLUMNS, "symbol", "volume", "venue_count", "hhi")
 TIER_VENUE_SHARE_COLUMNS = (*_CAPTURE_COLUMNS, "mpid", "volume", "share", "rank")
@@ -65,12 +65,12 @@ def compute_week(ctx: RunContext) -> StageResult:
     with ctx.engine.begin() as conn:
         replaced: list[Replaced] = [(table, {}) for table in (venue_volume, symbol_hhi, tier_venue_share)]
         capture = open_capture(
-            conn, ctx.week_ending, ctx.tier, ctx.params.get("capture_id"), replaced, require_normalized=True
+            conn, ctx.week, ctx.tier, ctx.params.get("capture_id"), replaced, require_normalized=True
         )
         cid = capture.capture_id
-        constants = (cid, capture.captured_at.isoformat(), ctx.execution_id, ctx.week_ending.isoformat(), tier_text)
+        constants = (cid, capture.captured_at.isoformat(), ctx.execution_id, ctx.week.isoformat(), tier_text)
         prefix = "".join(f"{escape(value)}\t" for value in constants)
-        partition = {"week_ending": ctx.week_ending, "tier": tier_text, "capture_id": cid}
+        partition = {"week": ctx.week, "tier": tier_text, "capture_id": cid}
         rows = fetch_all(conn, normalized, READ_COLUMNS, partition)
         volumes = venue_volumes(rows)
         shares = venue_shares(volumes)
@@ -95,7 +95,7 @@ def compute_week(ctx: RunContext) -> StageResult:
         upsert_manifest(
             conn,
             stage=Stage.CALC,
-            week_ending=ctx.week_ending,
+            week=ctx.week,
             tier=ctx.tier,
             row_count=count,
             capture_id=cid,

@@ -111,7 +111,12 @@ def copy_out(conn: Connection, table: Table, columns: Sequence[str], where: Mapp
     separated by tabs, NULL as ``\\N``, backslash, tab, newline and carriage return (and \\b,
     \\f, \\v) escaped. Text without a backslash therefore holds no NULL and no value that needs
     :func:`unescape`: its fields can be used as they are. Row order is the table's."""
-    statement = sql.SQL("COPY ({}) TO STDOUT").format(select_statement(table, columns, where))
+    return copy_out_query(conn, select_statement(table, columns, where))
+
+
+def copy_out_query(conn: Connection, query: sql.Composable) -> str:
+    """:func:`copy_out` for a query built by the caller (with ``psycopg.sql``, never from values)."""
+    statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
     driver = driver_connection(conn)
     data = bytearray()
     with driver.cursor() as cursor, cursor.copy(statement) as copy:

@@ -30,8 +30,8 @@ from market_spine.errors import NotFound
 from market_spine.pipelines.copy import delete_statement, driver_connection, where_clause
 
 
-def partition_key(week_ending: date, tier: Tier) -> str:
-    return canonical_key(finra_partition(week_ending, tier))
+def partition_key(week: date, tier: Tier) -> str:
+    return canonical_key(finra_partition(week, tier))
 
 
 _MANIFEST_COLUMNS = tuple(column.name for column in core_manifest.columns)
@@ -58,7 +58,7 @@ def upsert_manifest(
     conn: Connection,
     *,
     stage: Stage,
-    week_ending: date,
+    week: date,
     tier: Tier,
     row_count: int,
     capture_id: str,
@@ -68,9 +68,9 @@ def upsert_manifest(
     """Record that ``stage`` of the partition now holds ``capture_id`` with ``row_count`` rows."""
     values = {
         "domain": DOMAIN,
-        "partition_key": partition_key(week_ending, tier),
+        "partition_key": partition_key(week, tier),
         "stage": stage.value,
-        "week_ending": week_ending,
+        "week": week,
         "tier": tier.value,
         "row_count": row_count,
         "capture_id": capture_id,
@@ -95,25 +95,25 @@ class Capture:
     captured_at: datetime
 
 
-def _describe(week_ending: date, tier: Tier) -> str:
-    return f"week {week_ending.isoformat()} tier {tier.value}"
+def _describe(week: date, tier: Tier) -> str:
+    return f"week {week.isoformat()} tier {tier.value}"
 
 
-def resolve_raw_capture(conn: Connection, week_ending: date, tier: Tier, capture_id: str | None) -> Capture:
+def resolve_raw_capture(conn: Connection, week: date, tier: Tier, capture_id: str | None) -> Capture:
     """The capture a downstream stage reads: ``capture_id`` if given, else the partition's latest
     RAW capture. Captures are identified by their raw rows, so a restatement that was ingested but
     not yet normalized is the latest capture, and compute says so instead of silently using an
     older one."""
-    partition = and_(raw.c.week_ending == week_ending, raw.c.tier == tier.value)
+    partition = and_(raw.c.week == week, raw.c.tier == tier.value)
     query = select(raw.c.capture_id, raw.c.captured_at).where(partition)
     if capture_id is not None:
         found = conn.execute(query.where(raw.c.capture_id == capture_id).limit(1)).first()
         if found is None:
-            raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week_ending, tier)}")
+            raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week, tier)}")
     else:
         found = conn.execute(query.order_by(raw.c.captured_at.desc(), raw.c.capture_id.desc()).limit(1)).first()
         if found is None:
-            raise NotFound(f"no RAW capture for {_describe(week_ending, tier)}; run ingest first")
+            raise NotFound(f"no RAW capture for {_describe(week, tier)}; run ingest first")
     return Capture(found.capture_id, found.captured_at)
 
 
@@ -122,22 +122,20 @@ def resolve_raw_capture(conn: Connection, week_ending: date, tier: Tier, capture
 Replaced = tuple[Table, Mapping[str, str]]
 
 
-def _partition(week_ending: date, tier: Tier, capture_id: str) -> dict[str, object]:
-    return {"week_ending": week_ending, "tier": tier.value, "capture_id": capture_id}
+def _partition(week: date, tier: Tier, capture_id: str) -> dict[str, object]:
+    return {"week": week, "tier": tier.value, "capture_id": capture_id}
 
 
-def replace_capture(
-    conn: Connection, week_ending: date, tier: Tier, capture_id: str, tables: Sequence[Replaced]
-) -> None:
+def replace_capture(conn: Connection, week: date, tier: Tier, capture_id: str, tables: Sequence[Replaced]) -> None:
     """Lock the capture (:func:`lock_capture`), then delete its rows from ``tables``, which the
     stage is about to write again: a replay replaces, atomically with the rest of the stage. One
     round trip; a capture's first run deletes nothing, found as such by the capture index."""
-    _open(conn, week_ending, tier, capture_id, tables)
+    _open(conn, week, tier, capture_id, tables)
 
 
 def open_capture(
     conn: Connection,
-    week_ending: date,
+    week: date,
     tier: Tier,
     capture_id: str | None,
     tables: Sequence[Replaced],
@@ -150,14 +148,14 @@ def open_capture(
     One round trip when ``capture_id`` is given; the latest capture is looked up first."""
     found: Capture | None = None
     if capture_id is None:
-        found = resolve_raw_capture(conn, week_ending, tier, None)
+        found = resolve_raw_capture(conn, week, tier, None)
         capture_id = found.capture_id
     captured_at, normalized_done = _open(
-        conn, week_ending, tier, capture_id, tables, find=found is None, check_normalized=require_normalized
+        conn, week, tier, capture_id, tables, find=found is None, check_normalized=require_normalized
     )
     if found is None:
         if captured_at is None:
-            raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week_ending, tier)}")
+            raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week, tier)}")
         found = Capture(capture_id, captured_at)
     if require_normalized and not normalized_done:
         raise NotFound(f"capture {capture_id} has not been normalized; run normalize first")
@@ -166,7 +164,7 @@ def open_capture(
 
 def _open(
     conn: Connection,
-    week_ending: date,
+    week: date,
     tier: Tier,
     capture_id: str,
     tables: Sequence[Replaced],
@@ -177,7 +175,7 @@ def _open(
     """Lock; then optionally find the capture's raw rows and whether it was normalized; then the
     deletes. Sent together and executed in that order; the results are read at the end. (If the
     capture turns out missing, the caller raises and the deletes roll back with the stage.)"""
-    partition = _partition(week_ending, tier, capture_id)
+    partition = _partition(week, tier, capture_id)
     driver = driver_connection(conn)
     # Pipeline mode needs libpq 14 or later (psycopg[binary] bundles one); else one trip each.
     batch: AbstractContextManager[Any] = driver.pipeline() if Pipeline.is_supported() else nullcontext()
@@ -187,7 +185,7 @@ def _open(
             if find:
                 raw_cursor.execute(_FIND.format(sql.Identifier(raw.name), where_clause(raw, partition)))
             if check_normalized:
-                done_cursor.execute(_normalized_statement(week_ending, tier, capture_id))
+                done_cursor.execute(_normalized_statement(week, tier, capture_id))
             for table, extra in tables:
                 cursor.execute(delete_statement(table, {**partition, **extra}))
         row = raw_cursor.fetchone() if find else None
@@ -195,10 +193,10 @@ def _open(
     return (row[0] if row else None), bool(done and done[0])
 
 
-def _normalized_statement(week_ending: date, tier: Tier, capture_id: str) -> sql.Composed:
+def _normalized_statement(week: date, tier: Tier, capture_id: str) -> sql.Composed:
     # Normalize ran for the capture if it left normalized rows or NORMALIZED rejects (a week whose
     # every row was rejected is normalized too, with zero rows).
-    partition = _partition(week_ending, tier, capture_id)
+    partition = _partition(week, tier, capture_id)
     return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {}) OR EXISTS (SELECT FROM {} WHERE {})").format(
         sql.Identifier(normalized.name),
         where_clause(normalized, partition),

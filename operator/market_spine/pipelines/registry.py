@@ -24,7 +24,7 @@ class RunContext:
 
     engine: Engine
     pipeline: str
-    week_ending: date
+    week: date  # the trading week: FINRA's weekStartDate, a Monday
     tier: Tier
     execution_id: str
     now: datetime
@@ -39,6 +39,7 @@ class StageResult:
     capture_id: str
     row_count: int
     rejected: int = 0
+    notes: tuple[str, ...] = ()  # things the user should know about an accepted input
 
 
 PipelineFn = Callable[[RunContext], StageResult]

@@ -1,14 +1,17 @@
 """``spine doctor``: gap detection over the manifest and the work queue (SPEC §5).
 
-Called by the CLI (and the chart's daily CronJob). Loads what exists — ``core_manifest`` for the
-window and work items stuck in FAILED — and hands it to the pure ``core.gaps.detect_gaps``; then
-renders the report as a table, stable JSON, or Prometheus exposition text.
+Called by the CLI (and the chart's daily CronJob) and the operator's gap probe. What should exist
+comes from FINRA's publication calendar (``core.calendar`` on NYSE business days, from
+``finra.schedule``): for each tier, its ``weeks`` newest trading weeks whose first publication plus
+the grace (``SPINE_PUBLICATION_GRACE_DAYS``) has passed. What exists — ``core_manifest`` for those
+weeks and work items stuck in FAILED — is loaded here and both are handed to the pure
+``core.gaps.detect_gaps``; then the report is rendered as a table, stable JSON, or Prometheus text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -16,15 +19,18 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from market_spine.core.calendar import MONDAY, expected_partitions
+from market_spine.core.calendar import PublicationCalendar
 from market_spine.core.gaps import GapReport, IngestSource, current_stages, detect_gaps
-from market_spine.core.partitions import DOMAIN, Tier, weekly_file_name
+from market_spine.core.partitions import DOMAIN, Tier
 from market_spine.core.stages import Stage
 from market_spine.core.states import WorkState
 from market_spine.db import workitems as repo
 from market_spine.db.schema import core_manifest
+from market_spine.finra.schedule import finra_calendar
 
-JSON_SCHEMA_VERSION = 1
+# 2: partitions are trading weeks ("week", with "published_on"), no longer "week_ending".
+JSON_SCHEMA_VERSION = 2
+DEFAULT_GRACE_DAYS = 1
 
 
 @dataclass(frozen=True)
@@ -33,16 +39,19 @@ class DoctorOptions:
     weeks: int = 12
     as_of: date | None = None
     tiers: tuple[Tier, ...] = tuple(Tier)
-    weekday: int = MONDAY
-    publication_lag_days: Mapping[Tier, int] | None = None
+    grace_days: int = DEFAULT_GRACE_DAYS
     stale_after_days: int | None = 14
     landing_dir: Path | None = None
 
+    @property
+    def calendar(self) -> PublicationCalendar:
+        return finra_calendar(self.grace_days)
 
-def _ingest_source(landing_dir: Path | None) -> IngestSource:
+
+def _ingest_source(landing_dir: Path | None, calendar: PublicationCalendar) -> IngestSource:
     def source(week: date, tier: Tier) -> Sequence[str]:
         if landing_dir is not None:
-            candidate = landing_dir / weekly_file_name(week, tier)
+            candidate = landing_dir / calendar.file_name(week, tier)
             if candidate.is_file():
                 return ("--file", str(candidate))
         return ("--source", "finra-api")
@@ -52,22 +61,17 @@ def _ingest_source(landing_dir: Path | None) -> IngestSource:
 
 def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
     as_of = options.as_of or today
-    expected = expected_partitions(
-        as_of,
-        options.weeks,
-        options.tiers,
-        weekday=options.weekday,
-        publication_lag_days=options.publication_lag_days,
-    )
+    calendar = options.calendar
+    expected = calendar.expected_partitions(as_of, options.weeks, options.tiers)
     weeks = sorted({week for week, _ in expected})
     marks: dict[tuple[date, Tier], dict[Stage, tuple[datetime, str]]] = {}
     with engine.connect() as conn:
         if weeks:
             m = core_manifest.c
             rows = conn.execute(
-                select(m.week_ending, m.tier, m.stage, m.updated_at, m.capture_id)
+                select(m.week, m.tier, m.stage, m.updated_at, m.capture_id)
                 .where(m.domain == options.domain)
-                .where(m.week_ending.between(weeks[0], weeks[-1]))
+                .where(m.week.between(weeks[0], weeks[-1]))
             )
             for week, tier, stage, updated, capture in rows:
                 marks.setdefault((week, Tier(tier)), {})[Stage(stage)] = (updated, capture)
@@ -77,19 +81,25 @@ def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
         expected=expected,
         manifest={partition: current_stages(stages) for partition, stages in marks.items()},
         failed_work=[(item.pipeline, item.partition_key, item.last_error) for item in failed],
-        ingest_source=_ingest_source(options.landing_dir),
+        ingest_source=_ingest_source(options.landing_dir, calendar),
         stale_after_days=options.stale_after_days,
-        publication_lag_days=options.publication_lag_days,
+        due=calendar.due,
     )
 
 
 def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
     """The stable JSON shape (documented in docs/ops/gap-detection.md)."""
+    calendar = options.calendar
+
+    def published(week: date, tier: Tier) -> str:
+        return calendar.first_publication(week, tier).isoformat()
+
     return {
         "schema_version": JSON_SCHEMA_VERSION,
         "domain": options.domain,
         "as_of": report.as_of.isoformat(),
         "weeks": options.weeks,
+        "grace_days": options.grace_days,
         "tiers": [t.value for t in options.tiers],
         "healthy": report.healthy,
         "expected_partitions": report.expected,
@@ -101,8 +111,9 @@ def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
             *(
                 {
                     "kind": g.kind,
-                    "week_ending": g.week_ending.isoformat(),
+                    "week": g.week.isoformat(),
                     "tier": g.tier.value,
+                    "published_on": published(g.week, g.tier),
                     "remediation": g.remediation,
                 }
                 for g in report.missing
@@ -110,8 +121,9 @@ def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
             *(
                 {
                     "kind": g.kind,
-                    "week_ending": g.week_ending.isoformat(),
+                    "week": g.week.isoformat(),
                     "tier": g.tier.value,
+                    "published_on": published(g.week, g.tier),
                     "present_stages": [s.value for s in g.present],
                     "missing_stages": [s.value for s in g.missing],
                     "remediation": g.remediation,

@@ -20,6 +20,9 @@ from sqlalchemy import Engine, Select, Table, TableClause, column, func, select,
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import Stage
 from market_spine.db.schema import (
+    captures as capture_table,
+)
+from market_spine.db.schema import (
     core_manifest,
     latest_view_name,
     normalized,
@@ -39,39 +42,35 @@ def latest_view(base: Table) -> TableClause:
     return table(latest_view_name(base), *(column(c.name, c.type) for c in base.columns))
 
 
-def _describe(week_ending: date, tier: Tier) -> str:
-    return f"week {week_ending.isoformat()} tier {tier.value}"
+def _describe(week: date, tier: Tier) -> str:
+    return f"week {week.isoformat()} tier {tier.value}"
 
 
-def check_capture(engine: Engine, week_ending: date, tier: Tier, capture_id: str) -> None:
+def check_capture(engine: Engine, week: date, tier: Tier, capture_id: str) -> None:
     """:class:`NotFound` unless ``capture_id`` is a capture of this partition."""
     with engine.connect() as conn:
-        found = conn.execute(
-            select(raw.c.week_ending, raw.c.tier).where(raw.c.capture_id == capture_id).limit(1)
-        ).first()
+        found = conn.execute(select(raw.c.week, raw.c.tier).where(raw.c.capture_id == capture_id).limit(1)).first()
     if found is None:
-        listing = f"spine query captures --week-ending {week_ending.isoformat()} --tier {tier.value}"
+        listing = f"spine query captures --week {week.isoformat()} --tier {tier.value}"
         raise NotFound(f"no capture {capture_id!r}; list captures with: {listing}")
-    if found.week_ending != week_ending or found.tier != tier.value:
+    if found.week != week or found.tier != tier.value:
         raise NotFound(
-            f"capture {capture_id!r} is for week {found.week_ending.isoformat()} tier {found.tier}, "
-            f"not {_describe(week_ending, tier)}"
+            f"capture {capture_id!r} is for week {found.week.isoformat()} tier {found.tier}, "
+            f"not {_describe(week, tier)}"
         )
 
 
-def _source(engine: Engine, base: Table, week_ending: date, tier: Tier, capture_id: str | None) -> TableClause:
+def _source(engine: Engine, base: Table, week: date, tier: Tier, capture_id: str | None) -> TableClause:
     if capture_id is None:
         return latest_view(base)
-    check_capture(engine, week_ending, tier, capture_id)
+    check_capture(engine, week, tier, capture_id)
     return base
 
 
 def _partition_query(
-    source: TableClause, names: Sequence[str], week_ending: date, tier: Tier, capture_id: str | None
+    source: TableClause, names: Sequence[str], week: date, tier: Tier, capture_id: str | None
 ) -> Select[Any]:
-    query = select(*(source.c[name] for name in names)).where(
-        source.c.week_ending == week_ending, source.c.tier == tier.value
-    )
+    query = select(*(source.c[name] for name in names)).where(source.c.week == week, source.c.tier == tier.value)
     if capture_id is not None:
         query = query.where(source.c.capture_id == capture_id)
     return query
@@ -82,44 +81,44 @@ def _rows(engine: Engine, query: Select[Any]) -> list[Row]:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
-_CAPTURE_FIELDS = ("week_ending", "tier", "capture_id", "captured_at")
+_CAPTURE_FIELDS = ("week", "tier", "capture_id", "captured_at")
 
 
 def venue_share(
-    engine: Engine, week_ending: date, tier: Tier, *, symbol: str | None = None, capture_id: str | None = None
+    engine: Engine, week: date, tier: Tier, *, symbol: str | None = None, capture_id: str | None = None
 ) -> list[Row]:
     """Each venue's volume and share of its symbol's volume; by symbol, then largest venue first."""
-    source = _source(engine, venue_volume, week_ending, tier, capture_id)
+    source = _source(engine, venue_volume, week, tier, capture_id)
     names = ("symbol", "mpid", "volume", "trade_count", "share", *_CAPTURE_FIELDS)
-    query = _partition_query(source, names, week_ending, tier, capture_id)
+    query = _partition_query(source, names, week, tier, capture_id)
     if symbol:
-        query = query.where(source.c.symbol == symbol.strip().upper())
+        query = query.where(source.c.symbol == symbol.strip())  # as published: case matters
     return _rows(engine, query.order_by(source.c.symbol, source.c.volume.desc(), source.c.mpid))
 
 
 def hhi(
-    engine: Engine, week_ending: date, tier: Tier, *, symbol: str | None = None, capture_id: str | None = None
+    engine: Engine, week: date, tier: Tier, *, symbol: str | None = None, capture_id: str | None = None
 ) -> list[Row]:
     """Per symbol: total volume, venue count and HHI; by symbol."""
-    source = _source(engine, symbol_hhi, week_ending, tier, capture_id)
+    source = _source(engine, symbol_hhi, week, tier, capture_id)
     names = ("symbol", "volume", "venue_count", "hhi", *_CAPTURE_FIELDS)
-    query = _partition_query(source, names, week_ending, tier, capture_id)
+    query = _partition_query(source, names, week, tier, capture_id)
     if symbol:
-        query = query.where(source.c.symbol == symbol.strip().upper())
+        query = query.where(source.c.symbol == symbol.strip())  # as published: case matters
     return _rows(engine, query.order_by(source.c.symbol))
 
 
-def tier_share(engine: Engine, week_ending: date, tier: Tier, *, capture_id: str | None = None) -> list[Row]:
+def tier_share(engine: Engine, week: date, tier: Tier, *, capture_id: str | None = None) -> list[Row]:
     """Each MPID's share of the tier's volume, by rank."""
-    source = _source(engine, tier_venue_share, week_ending, tier, capture_id)
+    source = _source(engine, tier_venue_share, week, tier, capture_id)
     names = ("rank", "mpid", "volume", "share", *_CAPTURE_FIELDS)
-    query = _partition_query(source, names, week_ending, tier, capture_id)
+    query = _partition_query(source, names, week, tier, capture_id)
     return _rows(engine, query.order_by(source.c.rank))
 
 
 def top_concentrated(
     engine: Engine,
-    week_ending: date,
+    week: date,
     tier: Tier,
     limit: int = 10,
     *,
@@ -128,10 +127,10 @@ def top_concentrated(
 ) -> list[Row]:
     """The most concentrated symbols: highest HHI first, ties by larger volume, then symbol.
     ``min_venues=2`` leaves out single-venue symbols, whose HHI is 1 by definition."""
-    source = _source(engine, symbol_hhi, week_ending, tier, capture_id)
+    source = _source(engine, symbol_hhi, week, tier, capture_id)
     names = ("symbol", "hhi", "venue_count", "volume", *_CAPTURE_FIELDS)
     query = (
-        _partition_query(source, names, week_ending, tier, capture_id)
+        _partition_query(source, names, week, tier, capture_id)
         .where(source.c.hhi.is_not(None), source.c.venue_count >= min_venues)
         .order_by(source.c.hhi.desc(), source.c.volume.desc(), source.c.symbol)
         .limit(limit)
@@ -139,39 +138,47 @@ def top_concentrated(
     return _rows(engine, query)
 
 
-def _counts(engine: Engine, base: Table, week_ending: date, tier: Tier, *conditions: Any) -> dict[str, int]:
+def _counts(engine: Engine, base: Table, week: date, tier: Tier, *conditions: Any) -> dict[str, int]:
     query = (
         select(base.c.capture_id, func.count())
-        .where(base.c.week_ending == week_ending, base.c.tier == tier.value, *conditions)
+        .where(base.c.week == week, base.c.tier == tier.value, *conditions)
         .group_by(base.c.capture_id)
     )
     with engine.connect() as conn:
         return {capture: count for capture, count in conn.execute(query)}
 
 
-def captures(engine: Engine, week_ending: date, tier: Tier) -> list[Row]:
-    """The partition's captures, newest first: when each was taken, which stages it has, row counts,
-    and which one the latest views show."""
+def captures(engine: Engine, week: date, tier: Tier) -> list[Row]:
+    """The partition's captures, newest first: when each was taken, which FINRA publication dates
+    (``lastUpdateDate``) its rows carry, which stages it has, row counts, and which one the latest
+    views show."""
     with engine.connect() as conn:
+        c = capture_table.c
+        published = {
+            row.capture_id: (row.published_from, row.published_to)
+            for row in conn.execute(
+                select(c.capture_id, c.published_from, c.published_to).where(c.week == week, c.tier == tier.value)
+            )
+        }
         found = conn.execute(
             select(raw.c.capture_id, func.min(raw.c.captured_at).label("captured_at"), func.count().label("n"))
-            .where(raw.c.week_ending == week_ending, raw.c.tier == tier.value)
+            .where(raw.c.week == week, raw.c.tier == tier.value)
             .group_by(raw.c.capture_id)
             .order_by(func.min(raw.c.captured_at).desc(), raw.c.capture_id.desc())
         ).all()
         manifest = conn.execute(
             select(core_manifest.c.stage, core_manifest.c.capture_id).where(
                 core_manifest.c.domain == DOMAIN,
-                core_manifest.c.partition_key == canonical_key(finra_partition(week_ending, tier)),
+                core_manifest.c.partition_key == canonical_key(finra_partition(week, tier)),
             )
         ).all()
     recorded: dict[str, set[str]] = defaultdict(set)
     for stage, capture in manifest:
         recorded[capture].add(stage)
-    normalized_rows = _counts(engine, normalized, week_ending, tier)
-    rejected_rows = _counts(engine, rejects, week_ending, tier, rejects.c.stage == Stage.NORMALIZED.value)
-    venue_rows = _counts(engine, venue_volume, week_ending, tier)
-    hhi_rows = _counts(engine, symbol_hhi, week_ending, tier)
+    normalized_rows = _counts(engine, normalized, week, tier)
+    rejected_rows = _counts(engine, rejects, week, tier, rejects.c.stage == Stage.NORMALIZED.value)
+    venue_rows = _counts(engine, venue_volume, week, tier)
+    hhi_rows = _counts(engine, symbol_hhi, week, tier)
     out: list[Row] = []
     for index, (capture, captured_at, raw_count) in enumerate(found):
         stages = [Stage.RAW.value]
@@ -183,8 +190,10 @@ def captures(engine: Engine, week_ending: date, tier: Tier) -> list[Row]:
             {
                 "capture_id": capture,
                 "captured_at": captured_at,
-                "week_ending": week_ending,
+                "week": week,
                 "tier": tier.value,
+                "published_from": published.get(capture, (None, None))[0],
+                "published_to": published.get(capture, (None, None))[1],
                 "stages": ",".join(stages),
                 "raw_rows": raw_count,
                 "normalized_rows": normalized_rows.get(capture, 0),

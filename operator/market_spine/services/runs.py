@@ -14,10 +14,12 @@ from datetime import date, datetime
 
 from sqlalchemy import Engine
 
+from market_spine.core.calendar import PublicationCalendar
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import next_pipeline
 from market_spine.db.engine import first_line
 from market_spine.db.workitems import ExecutionRecord, upsert_execution
+from market_spine.finra.files import infer_week, read_weekly
 from market_spine.pipelines.registry import RunContext, StageResult, get_pipeline
 
 Clock = Callable[[], datetime]
@@ -37,7 +39,7 @@ def new_execution_id() -> str:
 def run_stage(
     engine: Engine,
     pipeline: str,
-    week_ending: date,
+    week: date,
     tier: Tier,
     *,
     params: Mapping[str, str],
@@ -50,7 +52,7 @@ def run_stage(
     ctx = RunContext(
         engine=engine,
         pipeline=pipeline,
-        week_ending=week_ending,
+        week=week,
         tier=tier,
         execution_id=execution_id,
         now=now,
@@ -71,7 +73,7 @@ def downstream_params(params: Mapping[str, str], capture_id: str) -> dict[str, s
 def run_recorded(
     engine: Engine,
     pipeline: str,
-    week_ending: date,
+    week: date,
     tier: Tier,
     *,
     params: Mapping[str, str],
@@ -92,7 +94,7 @@ def run_recorded(
     current: str | None = pipeline
     current_params: Mapping[str, str] = params
     exec_id = execution_id or new_execution_id()
-    key = canonical_key(finra_partition(week_ending, tier))
+    key = canonical_key(finra_partition(week, tier))
     while current is not None:
         started = clock()
         base = ExecutionRecord(
@@ -110,7 +112,7 @@ def run_recorded(
             result = run_stage(
                 engine,
                 current,
-                week_ending,
+                week,
                 tier,
                 params=current_params,
                 execution_id=exec_id,
@@ -148,3 +150,10 @@ def _finish(
     )
     with engine.begin() as conn:
         upsert_execution(conn, record)
+
+
+def infer_file_week(file: str, tier: Tier, calendar: PublicationCalendar) -> tuple[date, date]:
+    """(trading week, publication day) of a weekly file whose week was not named: read it and take
+    the week FINRA first published on its rows' earliest ``lastUpdateDate`` (see
+    :func:`market_spine.finra.files.infer_week`). Called by the CLI before it names the partition."""
+    return infer_week(read_weekly(file), tier, calendar)

@@ -146,7 +146,7 @@ class Worker:
             result = run_stage(
                 self.engine,
                 record.pipeline,
-                partition.week_ending,
+                partition.week,
                 partition.tier,
                 params=record.params,
                 execution_id=execution_id,
