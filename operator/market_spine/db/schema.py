@@ -20,13 +20,16 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 
 from market_spine.core.states import WorkState
 
@@ -127,11 +130,29 @@ core_manifest = Table(
     Column("capture_id", Text, nullable=False),
     Column("execution_id", Text),
     _now(),
+    Column(
+        "upstream_execution_id",
+        Text,
+        comment="The execution that wrote the stage's input (NULL for RAW, and for rows older than lineage).",
+    ),
+    Column("upstream_capture_id", Text, comment="The capture the stage's input belongs to (NULL for RAW)."),
     CheckConstraint("stage IN ('RAW', 'NORMALIZED', 'CALC')", name="stage"),
     Index("ix_core_manifest_domain_week", "domain", "week"),
 )
 
 PREFIX = "finra_otc_transparency"
+
+
+class WholeNumber(TypeDecorator[int]):
+    """``NUMERIC`` for volumes that are sums: any number of rows, each up to BIGINT's maximum, add
+    up without overflow. Read back as a Python ``int`` (the values are whole numbers)."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def process_result_value(self, value: object, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)  # type: ignore[call-overload]
+
 
 # FINRA Query API fields beyond the weekly file's eight columns: (API field, raw column).
 FINRA_API_FIELDS: tuple[tuple[str, str], ...] = (
@@ -186,6 +207,12 @@ raw = Table(
     Column("last_update_date", Text, comment="FINRA's publication (or correction) day of the row, not its week."),
     # FINRA's API fields that weekly files lack (NULL for rows from a file), kept as received.
     *(Column(name, Text) for name in FINRA_API_COLUMNS),
+    Column(
+        "defect",
+        Text,
+        comment="Why the line could not be stored exactly as received (bytes not UTF-8, a NUL byte, an over-long "
+        "line), shown in its fields as \\xNN; NULL for a line stored as received. Normalize rejects the row with it.",
+    ),
     # One index, not the seed's three: every raw row is written by ingest and read once by
     # normalize, and each index costs ingest ~5 ms per 5,000 rows. It serves the latest view
     # and the latest-capture query in their order (captured_at DESC, capture_id DESC), and the
@@ -229,8 +256,10 @@ venue_volume = Table(
     *_capture_columns(),
     Column("symbol", Text, nullable=False),
     Column("mpid", Text, nullable=False),
-    Column("volume", BigInteger, nullable=False),
-    Column("trade_count", BigInteger, nullable=False),
+    Column(
+        "volume", WholeNumber, nullable=False, comment="Sum of the venue's rows for the symbol (NUMERIC: no overflow)."
+    ),
+    Column("trade_count", WholeNumber, nullable=False),
     Column("share", Float, comment="volume / symbol volume; NULL when the symbol's volume is 0"),
     CheckConstraint("share IS NULL OR (share >= 0 AND share <= 1)", name="share_range"),
     *_time_series_indexes(f"{PREFIX}_venue_volume"),
@@ -241,7 +270,7 @@ symbol_hhi = Table(
     metadata,
     *_capture_columns(),
     Column("symbol", Text, nullable=False),
-    Column("volume", BigInteger, nullable=False),
+    Column("volume", WholeNumber, nullable=False),
     Column("venue_count", Integer, nullable=False),
     Column("hhi", Float, comment="Sum of squared venue shares; NULL when the symbol's volume is 0"),
     CheckConstraint("hhi IS NULL OR (hhi >= 0 AND hhi <= 1.000000001)", name="hhi_range"),
@@ -253,7 +282,7 @@ tier_venue_share = Table(
     metadata,
     *_capture_columns(),
     Column("mpid", Text, nullable=False),
-    Column("volume", BigInteger, nullable=False),
+    Column("volume", WholeNumber, nullable=False),
     Column("share", Float),
     Column("rank", Integer, nullable=False),
     *_time_series_indexes(f"{PREFIX}_tier_venue_share", with_symbol=False),
