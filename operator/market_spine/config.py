@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         le=60,
         description="Days after FINRA first publishes a week before the doctor expects the platform to hold it.",
     )
+    download_timeout_seconds: float = Field(
+        60.0, gt=0, description="Seconds a download (--file URL, FINRA's API) may wait for its next byte."
+    )
+    download_deadline_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a whole download (a --file URL; all of a week from FINRA's API) may take, "
+        "however slowly its bytes still come.",
+    )
     landing_dir: Path | None = Field(
         None, description="Folder of FINRA weekly files; the doctor points ingest remediations at files here."
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import socket
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -465,7 +465,8 @@ def test_ingest_from_the_api_keeps_every_finra_field_and_the_publication_range(
     path = tmp_path / "week.csv"
     plain = [{name: str(r[name]) for name in HEADER} for r in venue_rows]
     path.write_text(render_records(plain), encoding="utf-8")
-    from_file = run(engine, INGEST, WEEK, TIER, params={"file": str(path)}, capture_date=date(2025, 12, 17))
+    # Taken the next day: a second capture beside the first (a capture date still to come is refused).
+    from_file = run(engine, INGEST, WEEK, TIER, params={"file": str(path)}, now=NOW + timedelta(days=1))
     with engine.connect() as conn:
         hashes = {
             capture: sorted(conn.execute(select(raw.c.record_hash).where(raw.c.capture_id == capture)).scalars())

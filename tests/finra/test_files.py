@@ -14,15 +14,7 @@ import pytest
 
 from market_spine.core.partitions import Tier, weekly_file_name
 from market_spine.errors import InputFileError, SourceUnavailable
-from market_spine.finra.files import (
-    HEADER,
-    HEADER_LINE,
-    check_partition,
-    infer_week,
-    publication_range,
-    read_weekly,
-    weekly_from_records,
-)
+from market_spine.finra.files import HEADER, HEADER_LINE, read_weekly, weekly_from_records
 from market_spine.finra.sample import render_records, sample_records, write_sample_week
 from market_spine.finra.schedule import finra_calendar
 
@@ -108,15 +100,15 @@ def test_a_file_published_on_its_weeks_publication_day_is_accepted(tmp_path: Pat
     records = sample_records(WEEK, Tier.OTC, symbols=4, seed=1)
     assert {r["lastUpdateDate"] for r in records} == {"2025-12-15"}
     data = read_weekly(_file(tmp_path, records))
-    assert check_partition(data, WEEK, Tier.OTC, finra_calendar()) == []
-    assert publication_range(data) == (PUBLISHED, PUBLISHED)
-    assert infer_week(data, Tier.OTC, finra_calendar()) == (WEEK, PUBLISHED)
+    assert data.stats.check(WEEK, Tier.OTC, finra_calendar()) == []
+    assert data.stats.publication_range() == (PUBLISHED, PUBLISHED)
+    assert data.stats.infer_week(Tier.OTC, finra_calendar()) == (WEEK, PUBLISHED)
 
 
 def test_a_file_named_by_its_publication_day_is_refused_and_the_error_names_its_week(tmp_path: Path) -> None:
     data = read_weekly(_file(tmp_path, sample_records(WEEK, Tier.OTC, symbols=4, seed=1)))
     with pytest.raises(InputFileError) as error:
-        check_partition(data, date(2025, 12, 15), Tier.OTC, finra_calendar())
+        data.stats.check(date(2025, 12, 15), Tier.OTC, finra_calendar())
     assert str(error.value) == (
         f"{data.source}: its rows were published on 2025-12-15 (lastUpdateDate), before FINRA's first publication "
         "of OTC week 2025-12-15 on 2026-01-20; 2025-12-15 fits week 2025-11-10 (Mon 2025-11-10 – Fri 2025-11-14): "
@@ -129,8 +121,8 @@ def test_corrections_and_odd_rows_do_not_refuse_a_file(tmp_path: Path) -> None:
     records[0] = {**records[0], "lastUpdateDate": "2025-12-08"}  # published before the week: normalize rejects it
     records[1] = {**records[1], "lastUpdateDate": "2025-12-19"}  # a FINRA correction: fine
     data = read_weekly(_file(tmp_path, records))
-    assert check_partition(data, WEEK, Tier.OTC, finra_calendar()) == []
-    assert publication_range(data) == (date(2025, 12, 8), date(2025, 12, 19))
+    assert data.stats.check(WEEK, Tier.OTC, finra_calendar()) == []
+    assert data.stats.publication_range() == (date(2025, 12, 8), date(2025, 12, 19))
 
 
 def test_a_file_published_only_later_is_ingested_as_a_correction_with_a_note(tmp_path: Path) -> None:
@@ -138,10 +130,10 @@ def test_a_file_published_only_later_is_ingested_as_a_correction_with_a_note(tmp
     # week's file, but it could be a corrected download of this one; say so, do not refuse.
     records = [{**r, "lastUpdateDate": "2025-12-22"} for r in sample_records(WEEK, Tier.OTC, symbols=3, seed=1)]
     data = read_weekly(_file(tmp_path, records))
-    (note,) = check_partition(data, WEEK, Tier.OTC, finra_calendar())
+    (note,) = data.stats.check(WEEK, Tier.OTC, finra_calendar())
     assert "ingested as a correction of week 2025-11-10" in note
     assert note.endswith("if the file is week 2025-11-17, run again with --week 2025-11-17")
-    assert infer_week(data, Tier.OTC, finra_calendar()) == (date(2025, 11, 17), date(2025, 12, 22))
+    assert data.stats.infer_week(Tier.OTC, finra_calendar()) == (date(2025, 11, 17), date(2025, 12, 22))
 
 
 def test_infer_week_uses_the_earliest_date_and_needs_one(tmp_path: Path) -> None:
@@ -149,12 +141,12 @@ def test_infer_week_uses_the_earliest_date_and_needs_one(tmp_path: Path) -> None
     assert {r["lastUpdateDate"] for r in records} == {"2025-12-01"}
     records[0] = {**records[0], "lastUpdateDate": "2025-12-05"}
     data = read_weekly(_file(tmp_path, records))
-    assert infer_week(data, Tier.NMS_TIER_1, finra_calendar()) == (WEEK, date(2025, 12, 1))
+    assert data.stats.infer_week(Tier.NMS_TIER_1, finra_calendar()) == (WEEK, date(2025, 12, 1))
     undated = read_weekly(_file(tmp_path, [{**r, "lastUpdateDate": "soon"} for r in records]))
     with pytest.raises(InputFileError, match="no row has a readable lastUpdateDate; name the week with --week"):
-        infer_week(undated, Tier.NMS_TIER_1, finra_calendar())
+        undated.stats.infer_week(Tier.NMS_TIER_1, finra_calendar())
     with pytest.raises(InputFileError, match=r"no row has a readable lastUpdateDate \(FINRA's publication day\)"):
-        check_partition(undated, WEEK, Tier.NMS_TIER_1, finra_calendar())
+        undated.stats.check(WEEK, Tier.NMS_TIER_1, finra_calendar())
 
 
 def test_api_rows_for_another_week_are_refused() -> None:
@@ -166,13 +158,13 @@ def test_api_rows_for_another_week_are_refused() -> None:
     with pytest.raises(
         InputFileError, match=r"^api: the rows are for week 2025-11-17 \(weekStartDate\), not 2025-11-10$"
     ):
-        check_partition(data, WEEK, Tier.OTC, finra_calendar())
+        data.stats.check(WEEK, Tier.OTC, finra_calendar())
 
 
 def test_a_file_of_another_tier_is_refused(tmp_path: Path) -> None:
     data = read_weekly(_file(tmp_path, sample_records(date(2025, 11, 24), Tier.NMS_TIER_1, symbols=2, seed=1)))
     with pytest.raises(InputFileError, match="the file is for tier NMS_TIER_1, not the requested tier OTC"):
-        check_partition(data, WEEK, Tier.OTC, finra_calendar())
+        data.stats.check(WEEK, Tier.OTC, finra_calendar())
 
 
 def test_sample_is_deterministic_and_shaped_like_finra(tmp_path: Path) -> None:

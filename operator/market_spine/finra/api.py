@@ -24,7 +24,12 @@ there the row kind is filtered here. This client also:
 - says why a week has no rows, each in one line: not published yet (retryable, with the day
   FINRA's calendar expects it), outside FINRA's data window (permanent), published but empty;
   and turns a refused request into "FINRA refused the request (FINRA's own message)";
-- optionally authenticates with OAuth client credentials (FINRA's public datasets need none).
+- optionally authenticates with OAuth client credentials (FINRA's public datasets need none);
+- bounds what a server can make it hold or wait for: a page larger than :data:`MAX_PAGE_BYTES`
+  (FINRA's are at most 3 MB) is refused, and with a ``deadline`` (``SPINE_DOWNLOAD_DEADLINE_SECONDS``
+  from the settings) the whole fetch, retries included, stops once it has passed, however slowly
+  the answers trickle in (:mod:`market_spine.finra.download`). :meth:`FinraApiClient.open_week`
+  hands a week's records on page by page, so ingest never holds the whole week.
 
 The base URL comes from ``SPINE_FINRA_API_URL`` so that a proxy or a mirror can stand in for FINRA.
 ``sleep``, ``clock`` and ``today`` are injectable so tests exercise backoff, rate limits and the
@@ -33,10 +38,11 @@ data window without waiting.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -47,6 +53,7 @@ from market_spine.config import Settings
 from market_spine.core.calendar import PublicationCalendar
 from market_spine.core.partitions import FINRA_TIER_IDS, Tier
 from market_spine.errors import NotPublishedYet, OutsideDataWindow, SourceUnavailable, UsageError
+from market_spine.finra.download import Watchdog
 from market_spine.finra.files import API_FIELDS, HEADER
 from market_spine.finra.schedule import finra_calendar
 
@@ -68,6 +75,8 @@ DEFAULT_BASE_URL = "https://api.finra.org"
 # FINRA's identity platform issues Query API tokens; a mirror that needs none leaves the client id unset.
 DEFAULT_TOKEN_URL = "https://ews.fip.finra.org/fip/rest/ews/oauth2/access_token?grant_type=client_credentials"
 MAX_PAGE_SIZE = 5000  # FINRA's largest synchronous page
+# FINRA caps a page at 3 MB; an answer far beyond that is not FINRA's, and is not held in memory.
+MAX_PAGE_BYTES = 64 * 1024 * 1024
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -85,7 +94,7 @@ class FetchedWeek:
 
     dataset: str
     source: str
-    records: list[dict[str, Any]]
+    records: Iterable[dict[str, Any]]  # a list from fetch_week, page by page from open_week
 
 
 def _times(count: int) -> str:
@@ -178,6 +187,8 @@ class FinraApiClient:
         sleep: Sleep = time.sleep,
         clock: Clock = time.monotonic,
         transport: httpx.BaseTransport | None = None,
+        deadline: float | None = None,
+        max_page_bytes: int = MAX_PAGE_BYTES,
     ) -> None:
         if retries < 1:
             raise ValueError("retries must be at least 1")
@@ -199,6 +210,9 @@ class FinraApiClient:
         self._sleep = sleep
         self._clock = clock
         self._bucket = TokenBucket(rate_per_second, clock=clock, sleep=sleep)
+        self.deadline = deadline
+        self.max_page_bytes = max_page_bytes
+        self._watchdog: Watchdog | None = None  # started by the first request when there is a deadline
         self._http = httpx.Client(
             timeout=timeout,
             transport=transport,
@@ -214,6 +228,8 @@ class FinraApiClient:
             "backoff_seconds": settings.finra_api_backoff_seconds,
             "client_id": settings.finra_api_client_id,
             "client_secret": settings.finra_api_client_secret,
+            "timeout": settings.download_timeout_seconds,
+            "deadline": settings.download_deadline_seconds,
         }
         # Optional: used when Settings declares it (SPINE_FINRA_API_TOKEN_URL), FINRA's otherwise.
         token_url = getattr(settings, "finra_api_token_url", None)
@@ -229,6 +245,8 @@ class FinraApiClient:
         self.close()
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.__exit__(None, None, None)
         self._http.close()
 
     # --- requests ------------------------------------------------------------------------
@@ -236,16 +254,49 @@ class FinraApiClient:
     def _backoff(self, attempt: int) -> float:
         return float(min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds))
 
+    def _check_deadline(self, what: str, wait: float = 0.0) -> None:
+        """:class:`SourceUnavailable` if the fetch's deadline has passed (or would, after ``wait``)."""
+        watchdog = self._watchdog
+        if watchdog is not None and (watchdog.expired or watchdog.remaining() < wait):
+            raise SourceUnavailable(
+                f"FINRA API: {what} did not finish within the deadline of {watchdog.seconds:g} s "
+                "(SPINE_DOWNLOAD_DEADLINE_SECONDS)"
+            )
+
+    def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        """One request; the body is read as it arrives, up to :attr:`max_page_bytes`."""
+        if self.deadline is not None and self._watchdog is None:
+            self._watchdog = Watchdog(self.deadline).__enter__()
+        auth = kwargs.pop("auth", None)
+        extensions = {"trace": self._watchdog.trace} if self._watchdog is not None else {}
+        request = self._http.build_request(method, url, extensions=extensions, **kwargs)
+        response = self._http.send(request, auth=auth, stream=True)
+        try:
+            body = bytearray()
+            for block in response.iter_bytes():
+                body += block
+                if len(body) > self.max_page_bytes:
+                    raise SourceUnavailable(
+                        f"FINRA API answered {what} with more than {self.max_page_bytes:,} bytes "
+                        "(FINRA's pages are at most 3 MB): not FINRA's answer"
+                    )
+        finally:
+            response.close()
+        self._check_deadline(what)  # a shut-down connection can look like a short answer
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body), request=request)
+
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
         """Send with rate limiting and retries; return a 2xx response or raise a one-line error."""
         answers: list[str] = []
         last_error = ""
         for attempt in range(1, self.retries + 1):
+            self._check_deadline(what)
             self._bucket.acquire()
             delay = self._backoff(attempt)
             try:
-                response = self._http.request(method, url, **kwargs)
+                response = self._send(method, url, what, **kwargs)
             except httpx.TransportError as exc:
+                self._check_deadline(what)
                 answers.append("no answer")
                 last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.warning("FINRA API %s: attempt %d failed: %s", what, attempt, last_error)
@@ -271,6 +322,7 @@ class FinraApiClient:
                         raise UsageError(f"FINRA refused the request ({message}): HTTP {status} for {what} at {url}")
                     raise SourceUnavailable(f"FINRA refused the request ({message}): HTTP {status} for {what}")
             if attempt < self.retries:
+                self._check_deadline(what, wait=delay)
                 self._sleep(delay)
         if all(answer == "no answer" for answer in answers):
             raise SourceUnavailable(
@@ -355,17 +407,24 @@ class FinraApiClient:
             log.info("FINRA API: skipped %d records that are not ATS venue rows (%s)", skipped, ATS_VENUE_ROWS)
 
     def fetch_week(self, week: date, tier: Tier) -> FetchedWeek:
-        """The week's ATS venue records, from whichever dataset holds the week; one clear error
-        when there are none: not published yet, outside FINRA's data window, or published but empty."""
+        """:meth:`open_week` with every record read into a list."""
+        found = self.open_week(week, tier)
+        return replace(found, records=list(found.records))
+
+    def open_week(self, week: date, tier: Tier) -> FetchedWeek:
+        """The week's ATS venue records, from whichever dataset holds the week, as an iterator that
+        asks for each next page when it needs it; one clear error when there are none: not
+        published yet, outside FINRA's data window, or published but empty."""
         today = self._today()
         primary = self.dataset_for(week)
         datasets = [primary]
         if abs(week - (today - CURRENT_WINDOW)) <= BOUNDARY_SLACK:
             datasets.append(HISTORIC_DATASET if primary == CURRENT_DATASET else CURRENT_DATASET)
         for dataset in datasets:
-            records = list(self.iter_weekly_summary(week, tier, dataset))
-            if records:
-                return FetchedWeek(dataset, self.describe(week, tier, dataset), records)
+            records = self.iter_weekly_summary(week, tier, dataset)
+            first = next(records, None)  # the first page says whether this dataset has the week
+            if first is not None:
+                return FetchedWeek(dataset, self.describe(week, tier, dataset), itertools.chain([first], records))
         label = f"{tier.value} week {week.isoformat()} ({FINRA_TIER_IDS[tier]})"
         published = self.calendar.first_publication(week, tier)
         if today < published:

@@ -14,12 +14,13 @@ from datetime import date, datetime
 
 from sqlalchemy import Engine
 
+from market_spine.config import load_settings
 from market_spine.core.calendar import PublicationCalendar
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import next_pipeline
 from market_spine.db.engine import first_line
 from market_spine.db.workitems import ExecutionRecord, upsert_execution
-from market_spine.finra.files import infer_week, read_weekly
+from market_spine.finra.files import scan_weekly
 from market_spine.pipelines.registry import RunContext, StageResult, get_pipeline
 
 Clock = Callable[[], datetime]
@@ -155,5 +156,10 @@ def _finish(
 def infer_file_week(file: str, tier: Tier, calendar: PublicationCalendar) -> tuple[date, date]:
     """(trading week, publication day) of a weekly file whose week was not named: read it and take
     the week FINRA first published on its rows' earliest ``lastUpdateDate`` (see
-    :func:`market_spine.finra.files.infer_week`). Called by the CLI before it names the partition."""
-    return infer_week(read_weekly(file), tier, calendar)
+    :meth:`market_spine.finra.files.WeekStats.infer_week`). The file is streamed, in bounded
+    memory, with the download limits of the settings. Called by the CLI before it names the partition."""
+    settings = load_settings()
+    stats = scan_weekly(
+        file, read_timeout=settings.download_timeout_seconds, deadline=settings.download_deadline_seconds
+    )
+    return stats.infer_week(tier, calendar)
