@@ -52,6 +52,12 @@ def _fold(value: str) -> str:
     return "".join(ch for ch in value.lower() if ch.isalnum())
 
 
+def tier_aliases(tier: Tier) -> frozenset[str]:
+    """The folded spellings (lower case, letters and digits only) that name ``tier``: what
+    normalization's SQL compares a row's folded ``tierDescription`` with."""
+    return frozenset(alias for alias, named in _TIER_ALIASES.items() if named is tier)
+
+
 def parse_tier(value: str) -> Tier:
     """Map a tier name, FINRA code or alias (``NMS Tier 1``, ``T1``, ``OTCE`` …) to a :class:`Tier`."""
     tier = _TIER_ALIASES.get(_fold(value))

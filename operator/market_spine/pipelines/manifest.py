@@ -2,8 +2,9 @@
 and which capture a stage reads.
 
 Called by the three FINRA stages inside their transaction. ``core_manifest`` has one row per
-(domain, partition, stage) saying which capture that stage last produced and how many rows; the
-doctor reads it to find missing partitions and incomplete chains.
+(domain, partition, stage) saying which capture that stage last produced, how many rows, and its
+lineage: the execution (and capture) whose output it was computed from. The doctor reads it to
+find missing partitions, incomplete chains, and stages computed from an older load of their input.
 
 A stage's fixed work (lock the capture, find it, check its input, delete what an earlier run of the
 stage wrote for it) is a handful of tiny statements; :func:`replace_capture` and
@@ -25,7 +26,7 @@ from sqlalchemy import Connection, Table, and_, select
 
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import Stage
-from market_spine.db.schema import core_manifest, normalized, raw, rejects
+from market_spine.db.schema import captures, core_manifest, normalized, raw, rejects
 from market_spine.errors import NotFound
 from market_spine.pipelines.copy import delete_statement, driver_connection, where_clause
 
@@ -49,9 +50,6 @@ _UPSERT = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SE
 )
 # The lock key of a capture: the same expression whichever stage takes it.
 _LOCK = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))")
-# Whether a capture has raw rows. Ordered as the raw index is, so the lookup walks the index
-# rather than scanning the table when the planner thinks matches are everywhere.
-_FIND = sql.SQL("SELECT captured_at FROM {} WHERE {} ORDER BY captured_at DESC, capture_id DESC LIMIT 1")
 
 
 def upsert_manifest(
@@ -64,8 +62,10 @@ def upsert_manifest(
     capture_id: str,
     execution_id: str | None,
     updated_at: datetime,
+    upstream: Upstream | None = None,
 ) -> None:
-    """Record that ``stage`` of the partition now holds ``capture_id`` with ``row_count`` rows."""
+    """Record that ``stage`` of the partition now holds ``capture_id`` with ``row_count`` rows,
+    computed from ``upstream`` (``None`` for RAW, which reads a source)."""
     values = {
         "domain": DOMAIN,
         "partition_key": partition_key(week, tier),
@@ -76,8 +76,20 @@ def upsert_manifest(
         "capture_id": capture_id,
         "execution_id": execution_id,
         "updated_at": updated_at,
+        "upstream_execution_id": upstream.execution_id if upstream else None,
+        "upstream_capture_id": upstream.capture_id if upstream else None,
     }
     driver_connection(conn).execute(_UPSERT, values)
+
+
+# Memory PostgreSQL may give each sort or hash of a stage's statements (the server's, not this
+# process's): a large week's keys are then sorted and grouped in memory rather than on disk.
+STAGE_WORK_MEM = "128MB"
+
+
+def set_work_mem(conn: Connection) -> None:
+    """``work_mem`` for the rest of this transaction only (``set_config(…, true)``)."""
+    driver_connection(conn).execute("SELECT set_config('work_mem', %s, true)", [STAGE_WORK_MEM])
 
 
 def lock_capture(conn: Connection, capture_id: str) -> None:
@@ -90,31 +102,38 @@ def lock_capture(conn: Connection, capture_id: str) -> None:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """What a stage was computed from: the execution that wrote its input, and that input's capture."""
+
+    execution_id: str | None
+    capture_id: str
+
+
+@dataclass(frozen=True)
 class Capture:
     capture_id: str
     captured_at: datetime
+    upstream: Upstream  # the execution that wrote the rows the opening stage reads
 
 
 def _describe(week: date, tier: Tier) -> str:
     return f"week {week.isoformat()} tier {tier.value}"
 
 
-def resolve_raw_capture(conn: Connection, week: date, tier: Tier, capture_id: str | None) -> Capture:
-    """The capture a downstream stage reads: ``capture_id`` if given, else the partition's latest
-    RAW capture. Captures are identified by their raw rows, so a restatement that was ingested but
-    not yet normalized is the latest capture, and compute says so instead of silently using an
-    older one."""
-    partition = and_(raw.c.week == week, raw.c.tier == tier.value)
-    query = select(raw.c.capture_id, raw.c.captured_at).where(partition)
-    if capture_id is not None:
-        found = conn.execute(query.where(raw.c.capture_id == capture_id).limit(1)).first()
-        if found is None:
-            raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week, tier)}")
-    else:
-        found = conn.execute(query.order_by(raw.c.captured_at.desc(), raw.c.capture_id.desc()).limit(1)).first()
-        if found is None:
-            raise NotFound(f"no RAW capture for {_describe(week, tier)}; run ingest first")
-    return Capture(found.capture_id, found.captured_at)
+def latest_raw_capture(conn: Connection, week: date, tier: Tier) -> str:
+    """The partition's latest RAW capture. Captures are identified by their raw rows, so a
+    restatement that was ingested but not yet normalized is the latest capture, and compute says
+    so instead of silently using an older one."""
+    query = (
+        select(raw.c.capture_id)
+        .where(and_(raw.c.week == week, raw.c.tier == tier.value))
+        .order_by(raw.c.captured_at.desc(), raw.c.capture_id.desc())
+        .limit(1)
+    )
+    found = conn.execute(query).scalar()
+    if found is None:
+        raise NotFound(f"no RAW capture for {_describe(week, tier)}; run ingest first")
+    return str(found)
 
 
 # A table a stage replaces the capture's rows of, with any further equality conditions
@@ -130,76 +149,82 @@ def replace_capture(conn: Connection, week: date, tier: Tier, capture_id: str, t
     """Lock the capture (:func:`lock_capture`), then delete its rows from ``tables``, which the
     stage is about to write again: a replay replaces, atomically with the rest of the stage. One
     round trip; a capture's first run deletes nothing, found as such by the capture index."""
-    _open(conn, week, tier, capture_id, tables)
+    _open(conn, _partition(week, tier, capture_id), tables, None)
 
 
 def open_capture(
-    conn: Connection,
-    week: date,
-    tier: Tier,
-    capture_id: str | None,
-    tables: Sequence[Replaced],
-    *,
-    require_normalized: bool = False,
+    conn: Connection, week: date, tier: Tier, capture_id: str | None, tables: Sequence[Replaced], *, reads: Stage
 ) -> Capture:
-    """For a downstream stage: the RAW capture to read (:func:`resolve_raw_capture`), locked, its
-    previous output in ``tables`` deleted (:func:`replace_capture`) and, if
-    ``require_normalized``, :class:`NotFound` unless normalize ran for it (it left rows or rejects).
+    """For a downstream stage that reads the ``reads`` stage's output of a capture: the capture
+    (``capture_id``, else the partition's latest RAW capture), locked, with its previous output in
+    ``tables`` deleted (:func:`replace_capture`) and the execution that wrote what it reads
+    (:class:`NotFound` if the capture has no such output: not ingested, or not normalized).
     One round trip when ``capture_id`` is given; the latest capture is looked up first."""
-    found: Capture | None = None
     if capture_id is None:
-        found = resolve_raw_capture(conn, week, tier, None)
-        capture_id = found.capture_id
-    captured_at, normalized_done = _open(
-        conn, week, tier, capture_id, tables, find=found is None, check_normalized=require_normalized
-    )
+        capture_id = latest_raw_capture(conn, week, tier)
+    found = _open(conn, _partition(week, tier, capture_id), tables, reads)
     if found is None:
-        if captured_at is None:
-            raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week, tier)}")
-        found = Capture(capture_id, captured_at)
-    if require_normalized and not normalized_done:
+        raise NotFound(f"no RAW capture {capture_id!r} for {_describe(week, tier)}")
+    captured_at, upstream, done = found
+    if not done:
         raise NotFound(f"capture {capture_id} has not been normalized; run normalize first")
-    return found
+    return Capture(capture_id, captured_at, Upstream(upstream, capture_id))
 
 
 def _open(
-    conn: Connection,
-    week: date,
-    tier: Tier,
-    capture_id: str,
-    tables: Sequence[Replaced],
-    *,
-    find: bool = False,
-    check_normalized: bool = False,
-) -> tuple[datetime | None, bool]:
-    """Lock; then optionally find the capture's raw rows and whether it was normalized; then the
-    deletes. Sent together and executed in that order; the results are read at the end. (If the
-    capture turns out missing, the caller raises and the deletes roll back with the stage.)"""
-    partition = _partition(week, tier, capture_id)
+    conn: Connection, partition: Mapping[str, object], tables: Sequence[Replaced], reads: Stage | None
+) -> tuple[datetime, str | None, bool] | None:
+    """Lock; then, for a stage that reads ``reads``, find the capture and who wrote its input;
+    then the deletes. Sent together and executed in that order; the results are read at the end.
+    (If the capture turns out missing, the caller raises and the deletes roll back with the stage.)
+    Returns (captured_at, upstream execution, whether the input exists), or ``None`` if the
+    capture does not exist."""
     driver = driver_connection(conn)
     # Pipeline mode needs libpq 14 or later (psycopg[binary] bundles one); else one trip each.
     batch: AbstractContextManager[Any] = driver.pipeline() if Pipeline.is_supported() else nullcontext()
-    with driver.cursor() as cursor, driver.cursor() as raw_cursor, driver.cursor() as done_cursor:
+    with driver.cursor() as cursor, driver.cursor() as found_cursor:
         with batch:
-            cursor.execute(_LOCK.format(sql.Literal(capture_id)))
-            if find:
-                raw_cursor.execute(_FIND.format(sql.Identifier(raw.name), where_clause(raw, partition)))
-            if check_normalized:
-                done_cursor.execute(_normalized_statement(week, tier, capture_id))
+            cursor.execute(_LOCK.format(sql.Literal(partition["capture_id"])))
+            if reads is not None:
+                found_cursor.execute(_input_statement(partition, reads))
             for table, extra in tables:
                 cursor.execute(delete_statement(table, {**partition, **extra}))
-        row = raw_cursor.fetchone() if find else None
-        done = done_cursor.fetchone() if check_normalized else None
-    return (row[0] if row else None), bool(done and done[0])
+        row = found_cursor.fetchone() if reads is not None else None
+    if row is None:
+        return None
+    captured_at, ingest_execution, normalize_execution, normalized_done = row
+    if reads is Stage.RAW:
+        return captured_at, ingest_execution, True
+    return captured_at, normalize_execution, bool(normalized_done)
 
 
-def _normalized_statement(week: date, tier: Tier, capture_id: str) -> sql.Composed:
-    # Normalize ran for the capture if it left normalized rows or NORMALIZED rejects (a week whose
-    # every row was rejected is normalized too, with zero rows).
-    partition = _partition(week, tier, capture_id)
-    return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {}) OR EXISTS (SELECT FROM {} WHERE {})").format(
+def _input_statement(partition: Mapping[str, object], reads: Stage) -> sql.Composed:
+    """The capture's row (when it was taken, which ingest wrote it) and, when the stage reads
+    normalized rows, which normalize execution wrote them and whether normalize ran at all (it
+    left normalized rows or NORMALIZED rejects: a week whose every row was rejected is normalized
+    too, with zero rows)."""
+    if reads is Stage.RAW:
+        return sql.SQL("SELECT captured_at, execution_id, NULL, NULL FROM {} WHERE {}").format(
+            sql.Identifier(captures.name), where_clause(captures, partition)
+        )
+    wrote = sql.SQL("(SELECT {} FROM {} WHERE {} LIMIT 1)")
+    by_rows = wrote.format(
+        sql.Identifier("execution_id"), sql.Identifier(normalized.name), where_clause(normalized, partition)
+    )
+    rejected = {**partition, "stage": Stage.NORMALIZED.value}
+    by_rejects = wrote.format(
+        sql.Identifier("execution_id"), sql.Identifier(rejects.name), where_clause(rejects, rejected)
+    )
+    return sql.SQL(
+        "SELECT captured_at, execution_id, COALESCE({0}, {1}), "
+        "EXISTS (SELECT FROM {2} WHERE {3}) OR EXISTS (SELECT FROM {4} WHERE {5}) FROM {6} WHERE {7}"
+    ).format(
+        by_rows,
+        by_rejects,
         sql.Identifier(normalized.name),
         where_clause(normalized, partition),
         sql.Identifier(rejects.name),
-        where_clause(rejects, {**partition, "stage": Stage.NORMALIZED.value}),
+        where_clause(rejects, rejected),
+        sql.Identifier(captures.name),
+        where_clause(captures, partition),
     )
