@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,14 +30,23 @@ def row_progress(label: str) -> Iterator[Callable[[int], None] | None]:
         yield lambda rows: bar.update(task, completed=rows)
 
 
+def absolute_source(file: str) -> str:
+    """A ``--file`` as stored in params: a URL as given, a path made absolute against the current
+    folder (a worker or Job started elsewhere reads the same file, not whatever its own folder has)."""
+    if file.startswith(("http://", "https://")):
+        return file
+    return os.path.abspath(os.path.expanduser(file))
+
+
 def source_params(file: str | None, source: str | None, capture_id: str | None = None) -> dict[str, str]:
+    """The source params of ``spine run`` and ``spine work enqueue|backfill``."""
     if file and source:
         raise UsageError("give either --file or --source, not both")
     if source and source not in SOURCES:
         raise UsageError(f"unknown --source {source!r}; expected one of {', '.join(SOURCES)}")
     params: dict[str, str] = {}
     if file:
-        params["file"] = file
+        params["file"] = absolute_source(file)
     if source:
         params["source"] = source
     if capture_id:
