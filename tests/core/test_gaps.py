@@ -14,7 +14,9 @@ from market_spine.core.gaps import (
     GapReport,
     IncompleteChain,
     MissingPartition,
+    StageMark,
     StaleTier,
+    current_stages,
     detect_gaps,
     retry_command,
     run_command,
@@ -401,3 +403,51 @@ def test_run_command_shapes() -> None:
     assert run_command(COMPUTE, W1, T1, ["--file", "a b"]) == (
         "spine run finra.otc_transparency.compute_week --week 2025-12-01 --tier NMS_TIER_1 --file 'a b' --chain"
     )
+
+
+# --- lineage: stages computed from an older load of their input (issue 9) --------------------------
+
+
+Mark = tuple[str, str, str | None]  # (capture, execution, upstream execution)
+
+
+def _chain(raw: Mark, normalized: Mark, calc: Mark) -> dict[Stage, StageMark]:
+    return {stage: StageMark(TS, *mark) for stage, mark in zip(STAGES, (raw, normalized, calc), strict=True)}
+
+
+STAGES = (Stage.RAW, Stage.NORMALIZED, Stage.CALC)
+
+
+def test_a_stage_computed_from_the_current_load_is_current() -> None:
+    current, stale = current_stages(_chain(("c1", "e1", None), ("c1", "e2", "e1"), ("c1", "e3", "e2")))
+    assert (list(current), stale) == (list(STAGES), ())
+
+
+def test_a_replayed_ingest_makes_both_later_stages_stale() -> None:
+    # Ingest ran again for capture c1 (execution e4): NORMALIZED was computed from e1's rows, and
+    # CALC from that NORMALIZED, so both are behind though they hold the same capture id.
+    current, stale = current_stages(_chain(("c1", "e4", None), ("c1", "e2", "e1"), ("c1", "e3", "e2")))
+    assert (list(current), stale) == ([Stage.RAW], (Stage.NORMALIZED, Stage.CALC))
+
+
+def test_normalize_run_again_alone_makes_calc_stale() -> None:
+    current, stale = current_stages(_chain(("c1", "e1", None), ("c1", "e5", "e1"), ("c1", "e3", "e2")))
+    assert (list(current), stale) == ([Stage.RAW, Stage.NORMALIZED], (Stage.CALC,))
+
+
+def test_another_capture_is_missing_not_stale_and_rows_without_lineage_are_not_judged() -> None:
+    restated, stale = current_stages(_chain(("c2", "e9", None), ("c1", "e2", "e1"), ("c1", "e3", "e2")))
+    assert (list(restated), stale) == ([Stage.RAW], ())
+    # Rows written before lineage was recorded (upstream NULL) count as current.
+    legacy, stale = current_stages(_chain(("c1", "e1", None), ("c1", "e2", None), ("c1", "e3", None)))
+    assert (list(legacy), stale) == (list(STAGES), ())
+
+
+def test_stale_stages_are_an_incomplete_chain_whose_fix_reruns_the_first() -> None:
+    current, stale = current_stages(_chain(("c1", "e4", None), ("c1", "e2", "e1"), ("c1", "e3", "e2")))
+    report = detect_gaps(as_of=AS_OF, expected=[(W1, T1)], manifest={(W1, T1): current}, outdated={(W1, T1): stale})
+    (gap,) = report.incomplete
+    later = (Stage.NORMALIZED, Stage.CALC)
+    assert (gap.present, gap.missing, gap.stale) == ((Stage.RAW,), later, later)
+    assert gap.remediation == run_command(NORMALIZE, W1, T1)
+    assert not report.healthy

@@ -116,7 +116,14 @@ def _print_table(data: dict[str, object]) -> None:
 
 def _detail(gap: dict[str, object]) -> str:
     if gap["kind"] == "incomplete_chain":
-        return f"has {','.join(gap['present_stages'])}; lacks {','.join(gap['missing_stages'])}"  # type: ignore[arg-type]
+        stale: list[str] = gap.get("stale_stages") or []  # type: ignore[assignment]
+        absent = [s for s in gap["missing_stages"] if s not in stale]  # type: ignore[attr-defined]
+        parts = [f"has {','.join(gap['present_stages'])}"]  # type: ignore[arg-type]
+        if absent:
+            parts.append(f"lacks {','.join(absent)}")
+        if stale:
+            parts.append(f"{','.join(stale)} computed from an older load")
+        return "; ".join(parts)
     if gap["kind"] == "stale":
         return f"newest complete week {gap['newest_week'] or 'none'}"
     if gap["kind"] == "missing_partition":

@@ -36,11 +36,16 @@ class MissingPartition:
 
 @dataclass(frozen=True)
 class IncompleteChain:
+    """A partition whose later stages do not hold its newest data. ``missing`` lists them; those
+    of them that are in the manifest but were computed from an older load of their input (a
+    replayed ingest, a normalize run without compute after it) are also in ``stale``."""
+
     week: date
     tier: Tier
     present: tuple[Stage, ...]
     missing: tuple[Stage, ...]
     remediation: str
+    stale: tuple[Stage, ...] = ()
     kind: str = "incomplete_chain"
 
 
@@ -80,17 +85,48 @@ class GapReport:
         return len(self.missing) + len(self.incomplete) + len(self.stale) + len(self.failed)
 
 
-def current_stages(stages: Mapping[Stage, tuple[datetime, str]]) -> dict[Stage, datetime]:
-    """The stages of a partition that hold its newest capture, from (updated_at, capture_id) per stage.
+@dataclass(frozen=True)
+class StageMark:
+    """A partition's manifest row for one stage: when it last ran, the capture it holds, the
+    execution that wrote it, and the execution that wrote the input it was computed from
+    (``None``: not recorded, a row written before lineage was)."""
 
-    After a restatement is ingested without ``--chain``, RAW holds the new capture while NORMALIZED
-    and CALC still hold the old one: those stages are behind, so they count as missing and the
-    doctor asks for the re-run that brings them up to date.
+    updated_at: datetime
+    capture_id: str
+    execution_id: str | None = None
+    upstream_execution_id: str | None = None
+
+
+def current_stages(stages: Mapping[Stage, StageMark]) -> tuple[dict[Stage, datetime], tuple[Stage, ...]]:
+    """(the stages of a partition that hold its newest data, by ``updated_at``; the stages in the
+    manifest that were computed from an older load of their input).
+
+    A stage is current when it holds RAW's capture and was computed from the current execution of
+    the stage before it, itself current. So after a restatement ingested without ``--chain``,
+    NORMALIZED and CALC hold the old capture and count as missing; after a replay of the same
+    capture (same capture id, new rows), they hold the right capture but were computed from the
+    previous load: stale, and missing too. Either way the doctor asks for the re-run that brings
+    them up to date. With no RAW row, every stage counts (nothing to compare with).
     """
     raw = stages.get(Stage.RAW)
     if raw is None:
-        return {stage: updated for stage, (updated, _) in stages.items()}
-    return {stage: updated for stage, (updated, capture) in stages.items() if capture == raw[1]}
+        return {stage: mark.updated_at for stage, mark in stages.items()}, ()
+    current = {Stage.RAW: raw.updated_at}
+    stale: list[Stage] = []
+    before: StageMark | None = raw  # the current mark of the previous stage, if it is current
+    for stage in STAGE_ORDER[1:]:
+        mark = stages.get(stage)
+        if mark is None or mark.capture_id != raw.capture_id:
+            before = None
+            continue
+        recorded = mark.upstream_execution_id
+        if before is not None and (recorded is None or recorded == before.execution_id):
+            current[stage] = mark.updated_at
+            before = mark
+        else:
+            stale.append(stage)
+            before = None
+    return current, tuple(stale)
 
 
 def run_command(pipeline: str, week: date, tier: Tier, extra: Sequence[str] = (), chain: bool = True) -> str:
@@ -119,12 +155,16 @@ def detect_gaps(
     ingest_source: IngestSource = lambda _w, _t: ("--source", "finra-api"),
     stale_after_days: int | None = None,
     due: Due | None = None,
+    outdated: Mapping[Partition, Sequence[Stage]] | None = None,
 ) -> GapReport:
-    """Compare ``expected`` partitions with the ``manifest`` (partition → stage → updated_at).
+    """Compare ``expected`` partitions with the ``manifest`` (partition → current stage →
+    updated_at, see :func:`current_stages`; ``outdated``: the stages in the manifest that it
+    leaves out because they were computed from an older load of their input).
 
     * missing: no stage at all for an expected partition → ingest with ``--chain``;
-    * incomplete: a prefix of the chain is present but a later stage is not → run the first
-      missing stage with ``--chain`` (it reads the stage before it from the database);
+    * incomplete: a prefix of the chain is current but a later stage is not (absent, or computed
+      from an older load) → run the first such stage with ``--chain`` (it reads the stage before
+      it from the database);
     * stale: the week after a tier's newest complete (CALC) week has been ``due`` (FINRA published
       it, plus the grace) for more than ``stale_after_days`` days (with no ``due``, every week is
       due on its Monday); tiers already reported as missing or incomplete are not counted twice;
@@ -148,7 +188,8 @@ def detect_gaps(
                 if first is Stage.RAW
                 else run_command(STAGE_PIPELINE[first], week, tier)
             )
-            report.incomplete.append(IncompleteChain(week, tier, present, absent, command))
+            behind = tuple(s for s in (outdated or {}).get((week, tier), ()) if s in absent)
+            report.incomplete.append(IncompleteChain(week, tier, present, absent, command, behind))
     if stale_after_days is not None:
         already = {g.tier for g in report.missing} | {g.tier for g in report.incomplete}
         tiers = sorted({tier for _, tier in expected_list} - already)

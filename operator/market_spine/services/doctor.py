@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from market_spine.core.calendar import PublicationCalendar
-from market_spine.core.gaps import GapReport, IngestSource, current_stages, detect_gaps
+from market_spine.core.gaps import GapReport, IngestSource, StageMark, current_stages, detect_gaps
 from market_spine.core.partitions import DOMAIN, Tier
 from market_spine.core.stages import Stage
 from market_spine.core.states import WorkState
@@ -64,22 +64,24 @@ def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
     calendar = options.calendar
     expected = calendar.expected_partitions(as_of, options.weeks, options.tiers)
     weeks = sorted({week for week, _ in expected})
-    marks: dict[tuple[date, Tier], dict[Stage, tuple[datetime, str]]] = {}
+    marks: dict[tuple[date, Tier], dict[Stage, StageMark]] = {}
     with engine.connect() as conn:
         if weeks:
             m = core_manifest.c
             rows = conn.execute(
-                select(m.week, m.tier, m.stage, m.updated_at, m.capture_id)
+                select(m.week, m.tier, m.stage, m.updated_at, m.capture_id, m.execution_id, m.upstream_execution_id)
                 .where(m.domain == options.domain)
                 .where(m.week.between(weeks[0], weeks[-1]))
             )
-            for week, tier, stage, updated, capture in rows:
-                marks.setdefault((week, Tier(tier)), {})[Stage(stage)] = (updated, capture)
+            for week, tier, stage, *mark in rows:
+                marks.setdefault((week, Tier(tier)), {})[Stage(stage)] = StageMark(*mark)
         failed = repo.list_items(conn, domain=options.domain, states=[WorkState.FAILED], limit=10_000)
+    judged = {partition: current_stages(stages) for partition, stages in marks.items()}
     return detect_gaps(
         as_of=as_of,
         expected=expected,
-        manifest={partition: current_stages(stages) for partition, stages in marks.items()},
+        manifest={partition: current for partition, (current, _) in judged.items()},
+        outdated={partition: stale for partition, (_, stale) in judged.items() if stale},
         failed_work=[(item.pipeline, item.partition_key, item.last_error) for item in failed],
         ingest_source=_ingest_source(options.landing_dir, calendar),
         stale_after_days=options.stale_after_days,
@@ -126,6 +128,7 @@ def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
                     "published_on": published(g.week, g.tier),
                     "present_stages": [s.value for s in g.present],
                     "missing_stages": [s.value for s in g.missing],
+                    "stale_stages": [s.value for s in g.stale],
                     "remediation": g.remediation,
                 }
                 for g in report.incomplete
