@@ -361,11 +361,31 @@ class WeeklyFile(WeekInput):
         super().__init__(source)
         self._blocks = blocks
 
+    def _first_blocks(self) -> Iterator[bytes]:
+        """The blocks, after making sure the header line ends within :data:`MAX_LINE_BYTES`: a
+        file whose first line runs on (a 2 GB file of anything but FINRA's header) is refused
+        from its first bytes, not after reading it all."""
+        blocks = iter(self._blocks)
+        head = b""
+        for block in blocks:
+            head += block
+            if b"\n" in head or len(head) > MAX_LINE_BYTES:
+                break
+        if len(head) > MAX_LINE_BYTES and b"\n" not in head[: MAX_LINE_BYTES + 1]:
+            got = head[:60].decode("utf-8", "backslashreplace")
+            raise InputFileError(
+                f"{self.source}: bad header: expected {HEADER_LINE!r}, got {got + '…'!r} "
+                f"(no line end in the first {MAX_LINE_BYTES:,} bytes)"
+            )
+        if head:
+            yield head
+        yield from blocks
+
     def _batches(self) -> Iterator[Batch]:
         number = 1
         header: str | None = None
         blank_start = False
-        for raw, long in split_lines(self._blocks):
+        for raw, long in split_lines(self._first_blocks()):
             if number == 1 and raw[0].startswith(_BOM):
                 raw[0] = raw[0][len(_BOM) :]
             lines, defects = decode_lines(raw, long)
