@@ -105,6 +105,7 @@ def _duplicates(judge: Judge, capture: Capture, constants: Sequence[ColumnElemen
         .group_by(*key)
         .having(func.count() > 1)
         .cte("duplicates")
+        .prefix_with("MATERIALIZED")  # computed once, even if the planner loops over it
     )
     same_capture = judge.partition(capture.capture_id)
     moved = (
@@ -166,6 +167,10 @@ def normalize_week(ctx: RunContext) -> StageResult:
                 ),
             ),
         )
+        # The rows just written have no statistics yet: the planner takes them for a handful and
+        # would join them by nested loops, one scan of the week per duplicate key (hours for a
+        # large week). Hash joins cost one pass whatever the counts.
+        conn.execute(select(func.set_config("enable_nestloop", "off", True)))
         repeated = _rowcount(conn, _duplicates(judge, capture, constants))
         count, rejected_count = kept - repeated, rejected + repeated
         upsert_manifest(
