@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, Table, func, select
 
 from market_spine.core.partitions import Tier
-from market_spine.core.stages import COMPUTE, INGEST, NORMALIZE
-from market_spine.db.schema import core_manifest
+from market_spine.core.stages import COMPUTE, INGEST, NORMALIZE, Stage
+from market_spine.db.schema import core_manifest, rejects
 from market_spine.pipelines.registry import RunContext, StageResult, get_pipeline
 
 # A Tuesday: the day after FINRA published the OTC week of 2025-11-10 (on Monday 2025-12-15).
@@ -83,3 +83,15 @@ def data_lines(path: Path) -> list[str]:
     """The data lines of a FINRA weekly file, counted independently of the product's parser."""
     lines = path.read_text(encoding="utf-8").splitlines()
     return [line for line in lines[1:] if line.strip()]
+
+
+def reject_rows(engine: Engine) -> list[tuple[int, str, dict[str, str]]]:
+    """(line number, reason, record) of every reject, in line order; all of them normalize's."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(rejects.c.line_number, rejects.c.reason, rejects.c.record, rejects.c.stage).order_by(
+                rejects.c.line_number
+            )
+        ).all()
+    assert {r.stage for r in rows} <= {Stage.NORMALIZED.value}
+    return [(r.line_number, r.reason, r.record) for r in rows]

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import Engine, select
 
 from market_spine.core.partitions import Tier, UnknownTier, parse_tier
-from market_spine.core.stages import INGEST, NORMALIZE, Stage
+from market_spine.core.stages import INGEST, NORMALIZE
 from market_spine.db.schema import core_manifest, normalized, raw, rejects
 from market_spine.errors import InputFileError, UsageError
 from market_spine.finra.files import HEADER_LINE
 from market_spine.finra.sample import render_records, sample_records
 from market_spine.pipelines.registry import RunContext, get_pipeline
-from tests.pipelines.helpers import NOW, count, manifest, run, run_chain
+from tests.pipelines.helpers import NOW, count, manifest, reject_rows, run, run_chain
 
 WEEK = date(2025, 11, 24)  # an NMS Tier 1 trading week, first published on 2025-12-15
 TIER = Tier.NMS_TIER_1
@@ -37,17 +37,6 @@ def _write(tmp_path: Path, text: str, name: str = "week.csv") -> Path:
 def _nothing_written(engine: Engine) -> None:
     assert count(engine, raw) == 0
     assert count(engine, core_manifest) == 0
-
-
-def _rejects(engine: Engine) -> list[tuple[int, str, dict[str, str]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(rejects.c.line_number, rejects.c.reason, rejects.c.record, rejects.c.stage).order_by(
-                rejects.c.line_number
-            )
-        ).all()
-    assert {r.stage for r in rows} <= {Stage.NORMALIZED.value}
-    return [(r.line_number, r.reason, r.record) for r in rows]
 
 
 # --- files that cannot be used at all ---------------------------------------------------------------
@@ -158,7 +147,7 @@ def test_non_numeric_share_quantity_is_rejected_and_the_rest_normalized(engine: 
     assert ingest.row_count == len(records)
     assert (norm.row_count, norm.rejected) == (len(records) - 1, 1)
     assert count(engine, normalized) + count(engine, rejects) == count(engine, raw) == len(records)
-    [(line, reason, record)] = _rejects(engine)
+    [(line, reason, record)] = reject_rows(engine)
     assert line == 6  # header is line 1, records[4] is line 6
     assert reason == "totalWeeklyShareQuantity is not a non-negative integer: 'abc'"
     assert record["totalWeeklyShareQuantity"] == "abc"
@@ -172,7 +161,7 @@ def test_blank_symbol_is_rejected(engine: Engine, tmp_path: Path) -> None:
     path = _write(tmp_path, render_records(records))
     _, norm, _ = run_chain(engine, path, WEEK, TIER)
     assert norm.rejected == 1
-    [(line, reason, record)] = _rejects(engine)
+    [(line, reason, record)] = reject_rows(engine)
     assert (line, reason, record["issueSymbolIdentifier"]) == (2, "blank symbol", "  ")
     with engine.connect() as conn:
         symbols = set(conn.execute(select(normalized.c.symbol)).scalars())
@@ -214,7 +203,7 @@ def test_every_kind_of_bad_row_has_its_reason(engine: Engine, tmp_path: Path) ->
     assert ingest.row_count == len(records) + 1
     assert norm.rejected == len(edits) + 1
     assert norm.row_count + norm.rejected == ingest.row_count
-    reasons = {line: reason for line, reason, _ in _rejects(engine)}
+    reasons = {line: reason for line, reason, _ in reject_rows(engine)}
     assert reasons == {
         2: "blank MPID",
         3: "totalWeeklyTradeCount is not a non-negative integer: '-3'",
@@ -236,7 +225,7 @@ def test_every_kind_of_bad_row_has_its_reason(engine: Engine, tmp_path: Path) ->
     assert cleaned.symbol.endswith("p")
     assert cleaned.mpid == records[8]["MPID"].upper()
     # A rejected row's record is the row as received, keyed by FINRA's column names.
-    short = next(record for line, _, record in _rejects(engine) if line == len(records) + 2)
+    short = next(record for line, _, record in reject_rows(engine) if line == len(records) + 2)
     assert short["issueSymbolIdentifier"] == "SHORT"
     assert short["MPID"] is None
     assert json.loads(json.dumps(short)) == short

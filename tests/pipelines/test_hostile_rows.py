@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import Engine, select
 
 from market_spine.core.partitions import Tier
-from market_spine.core.stages import INGEST, NORMALIZE, Stage
+from market_spine.core.stages import INGEST, NORMALIZE
 from market_spine.db.schema import captures, core_manifest, normalized, raw, rejects, symbol_hhi, tier_venue_share
 from market_spine.db.schema import venue_volume as venue_table
 from market_spine.errors import UsageError
 from market_spine.finra.files import HEADER
 from market_spine.finra.sample import render_records, sample_records
-from tests.pipelines.helpers import NOW, count, run, run_chain
+from tests.pipelines.helpers import NOW, count, reject_rows, run, run_chain
 
 WEEK = date(2025, 11, 24)  # an NMS Tier 1 trading week, first published on 2025-12-15
 TIER = Tier.NMS_TIER_1
@@ -41,17 +41,6 @@ def _write_bytes(tmp_path: Path, data: bytes) -> Path:
     return path
 
 
-def _rejects(engine: Engine) -> list[tuple[int, str, dict[str, str]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(rejects.c.line_number, rejects.c.reason, rejects.c.record, rejects.c.stage).order_by(
-                rejects.c.line_number
-            )
-        ).all()
-    assert {r.stage for r in rows} <= {Stage.NORMALIZED.value}
-    return [(r.line_number, r.reason, r.record) for r in rows]
-
-
 # --- finding 4: one bad row aborts the week -------------------------------------------------------
 
 
@@ -65,7 +54,7 @@ def test_a_quantity_of_five_thousand_digits_is_a_reject_not_a_traceback(engine: 
     ingest, norm, calc = run_chain(engine, path, WEEK, TIER)
 
     assert (ingest.row_count, norm.row_count, norm.rejected) == (len(records), len(records) - 1, 1)
-    [(line, reason, record)] = _rejects(engine)
+    [(line, reason, record)] = reject_rows(engine)
     assert line == 5  # the header is line 1, records[3] is line 5
     assert reason == f"totalWeeklyShareQuantity is out of range: '{'9' * 40}…' (5,000 characters)"
     assert record["totalWeeklyShareQuantity"] == huge  # the record keeps the row as received
@@ -115,7 +104,7 @@ def test_a_nul_byte_rejects_its_row_and_the_week_is_ingested(engine: Engine, tmp
     ingest, norm, _ = run_chain(engine, path, WEEK, TIER)
 
     assert (ingest.row_count, norm.row_count, norm.rejected) == (len(records), len(records) - 1, 1)
-    [(line, reason, record)] = _rejects(engine)
+    [(line, reason, record)] = reject_rows(engine)
     assert (line, reason) == (4, f"NUL byte at byte {position} of the line")
     assert record["tierDescription"] == records[2]["tierDescription"] + "\\x00"  # the damage, made visible
     with engine.connect() as conn:
@@ -138,7 +127,7 @@ def test_one_byte_that_is_not_utf8_rejects_its_line_only(engine: Engine, tmp_pat
     _, norm, _ = run_chain(engine, path, WEEK, TIER)
 
     assert norm.rejected == 1
-    [(line, reason, _record)] = _rejects(engine)
+    [(line, reason, _record)] = reject_rows(engine)
     assert (line, reason) == (7, f"not UTF-8: byte 0xff at byte {bad_at} of the line")
     with engine.connect() as conn:
         names = set(conn.execute(select(normalized.c.issue_name)).scalars())
@@ -161,7 +150,7 @@ def test_exact_duplicates_are_rejected_with_the_line_they_repeat(engine: Engine,
 
     last = len(records) + 1  # the line of the last original record
     assert norm.rejected == 2
-    assert [(line, reason) for line, reason, _ in _rejects(engine)] == [
+    assert [(line, reason) for line, reason, _ in reject_rows(engine)] == [
         (last + 1, "duplicate of line 6"),
         (last + 2, "duplicate of line 6"),
     ]

@@ -1,15 +1,17 @@
 """Venue analytics formulas: venue volume, venue share, HHI, tier venue share and rank.
 
-Pure functions over plain rows; ``pipelines.compute`` feeds them normalized rows and bulk-loads
-what they return. Shares are floats: for a symbol, the shares are each venue's volume divided by
-the symbol's total, so they sum to 1 within floating-point error (well under 1e-9).
+Pure functions over plain rows: the definition of the formulas. ``pipelines.compute`` computes the
+same in SQL, inside PostgreSQL, so that a week's rows never have to be held in a Python process;
+``tests/pipelines/test_compute_formulas.py`` holds the two equal. Shares are floats: for a symbol,
+the shares are each venue's volume divided by the symbol's total, so they sum to 1 within
+floating-point error (well under 1e-9).
 
 Zero totals: a symbol whose venues all report 0 shares has no defined market share. Its venue
 shares and its HHI are ``None`` (NULL in SQL), never a division by zero and never a made-up 1/n.
 
 Results are named tuples (immutable, compared by value, fields by name): a week has ~14k of them
 and a tuple costs a fraction of a frozen dataclass to create. Each function is a pass or two over
-its input plus a sort, with no per-group helper calls: this module is most of compute's Python time.
+its input plus a sort, with no per-group helper calls.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""Bulk loads with PostgreSQL ``COPY … FROM STDIN`` and bulk reads, inside the caller's SQLAlchemy
-transaction.
+"""Bulk loads with PostgreSQL ``COPY … FROM STDIN`` inside the caller's SQLAlchemy transaction,
+and the small statements the stages send through psycopg directly.
 
-Called by the three FINRA stages. COPY runs on the psycopg 3 connection underneath the SQLAlchemy
+Called by ingest (the raw rows, the capture's row) and by ``pipelines.manifest`` (deletes of a
+capture's previous rows). COPY runs on the psycopg 3 connection underneath the SQLAlchemy
 connection (``conn.connection.driver_connection``), so the load commits or rolls back together with
-the stage's deletes and its manifest upsert: a failed stage leaves nothing partial behind. Reads of
-a whole capture (:func:`copy_out`, :func:`fetch_all`) use the same connection, skipping
-SQLAlchemy's per-row result processing, which costs more than the query itself at 5,000 rows.
+the stage's deletes and its manifest upsert: a failed stage leaves nothing partial behind.
 
 The statement is built from the :class:`~sqlalchemy.Table` and its column names with
 ``psycopg.sql.Identifier``, never from values; values travel in COPY's text format, escaped by
@@ -15,7 +14,6 @@ lines themselves (:func:`copy_text`, the fast path for raw lines).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -49,26 +47,6 @@ def needs_escape(text: str) -> bool:
     return "\\" in text or "\t" in text or "\r" in text
 
 
-def any_needs_escape(values: Iterable[str]) -> bool:
-    """Whether any of ``values`` needs :func:`escape`: one scan of them joined, not one per value."""
-    joined = " ".join(values)
-    return needs_escape(joined) or "\n" in joined
-
-
-# COPY TO's text format escapes these (and backslash itself); any other byte is sent as is.
-_UNESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
-
-
-def unescape(value: str) -> str | None:
-    """A value read with :func:`copy_out` as stored: ``\\N`` is NULL, escapes are decoded."""
-    if value == "\\N":
-        return None
-    if "\\" not in value:
-        return value
-    return _ESCAPED.sub(lambda match: _UNESCAPES.get(match[1], match[1]), value)
-
-
 def _checked(table: Table, columns: Sequence[str]) -> None:
     unknown = [name for name in columns if name not in table.columns]
     if unknown:
@@ -91,47 +69,9 @@ def where_clause(table: Table, where: Mapping[str, object]) -> sql.Composed:
     )
 
 
-def select_statement(table: Table, columns: Sequence[str], where: Mapping[str, object]) -> sql.Composed:
-    """``SELECT columns FROM table WHERE name = value AND …`` (see :func:`where_clause`)."""
-    _checked(table, columns)
-    return sql.SQL("SELECT {} FROM {} WHERE {}").format(
-        sql.SQL(", ").join(sql.Identifier(name) for name in columns),
-        sql.Identifier(table.name),
-        where_clause(table, where),
-    )
-
-
 def delete_statement(table: Table, where: Mapping[str, object]) -> sql.Composed:
     """``DELETE FROM table WHERE name = value AND …`` (see :func:`where_clause`)."""
     return sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table.name), where_clause(table, where))
-
-
-def copy_out(conn: Connection, table: Table, columns: Sequence[str], where: Mapping[str, object]) -> str:
-    """The matching rows in COPY's text format: one line per row, each ending in a newline, values
-    separated by tabs, NULL as ``\\N``, backslash, tab, newline and carriage return (and \\b,
-    \\f, \\v) escaped. Text without a backslash therefore holds no NULL and no value that needs
-    :func:`unescape`: its fields can be used as they are. Row order is the table's."""
-    return copy_out_query(conn, select_statement(table, columns, where))
-
-
-def copy_out_query(conn: Connection, query: sql.Composable) -> str:
-    """:func:`copy_out` for a query built by the caller (with ``psycopg.sql``, never from values)."""
-    statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
-    driver = driver_connection(conn)
-    data = bytearray()
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for block in copy:
-            data += block
-    return data.decode(driver.info.encoding)
-
-
-def fetch_all(
-    conn: Connection, table: Table, columns: Sequence[str], where: Mapping[str, object]
-) -> list[tuple[Any, ...]]:
-    """The matching rows as plain tuples of Python values, in the table's order."""
-    with driver_connection(conn).cursor() as cursor:
-        cursor.execute(select_statement(table, columns, where))
-        return cursor.fetchall()
 
 
 def copy_rows(
