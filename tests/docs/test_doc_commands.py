@@ -422,7 +422,7 @@ def test_the_finra_data_page_is_listed_and_has_commands() -> None:
     assert "docs/finra-data.md" in readme
     commands = runnable_commands(FINRA_PAGE)
     assert len(commands) >= 6
-    assert [code for _, code in commands].count(4) == 1  # the refused example
+    assert [code for _, code in commands].count(4) == 2  # the refused examples: a wrong week, /dev/zero
 
 
 @pytest.mark.realdata
