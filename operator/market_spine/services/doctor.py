@@ -26,6 +26,7 @@ from market_spine.core.stages import Stage
 from market_spine.core.states import WorkState
 from market_spine.db import workitems as repo
 from market_spine.db.schema import core_manifest
+from market_spine.errors import UsageError
 from market_spine.finra.schedule import finra_calendar
 
 # 2: partitions are trading weeks ("week", with "published_on"), no longer "week_ending".
@@ -62,7 +63,13 @@ def _ingest_source(landing_dir: Path | None, calendar: PublicationCalendar) -> I
 def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
     as_of = options.as_of or today
     calendar = options.calendar
-    expected = calendar.expected_partitions(as_of, options.weeks, options.tiers)
+    try:
+        expected = calendar.expected_partitions(as_of, options.weeks, options.tiers)
+    except OverflowError:  # the window runs off the calendar (year 1, or past year 9999)
+        raise UsageError(
+            f"--as-of {as_of.isoformat()} with --weeks {options.weeks}: the weeks to check fall outside the "
+            "calendar (years 1 to 9999); give a date of FINRA's era"
+        ) from None
     weeks = sorted({week for week, _ in expected})
     marks: dict[tuple[date, Tier], dict[Stage, StageMark]] = {}
     with engine.connect() as conn:
