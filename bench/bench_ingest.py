@@ -1,31 +1,39 @@
-"""Ingest and the whole chain on the real FINRA files, against a raw PostgreSQL COPY baseline.
+"""ingest → normalize → compute on a generated 1,000,000-row week and on the real FINRA files,
+against a raw PostgreSQL COPY of the same file, with the peak RSS of the ``spine run`` processes.
 
-Run by ``python -m bench`` (``make bench``). For each real weekly file, on a throwaway embedded
-PostgreSQL migrated to head:
+Run by ``python -m bench`` (``make bench``); prints, asserts nothing. On a throwaway embedded
+PostgreSQL migrated to head, for each input:
 
-- baseline: ``COPY scratch FROM STDIN`` of the file's bytes into a scratch table with the file's
-  eight columns as text (no indexes, no extra columns): the floor for loading these bytes;
-- ``ingest_week`` alone (read, validate the header/week/tier, hash every line, COPY into the raw
-  table with its indexes, upsert the manifest, commit);
-- ingest → normalize → compute, each stage in its own transaction as in production;
-- for reference, the floors: the rows each stage writes, already formatted (dumped from a chain
-  run), COPYed into the same tables with their indexes, one transaction per stage. What is above
-  a stage's floor is the stage's own work (reading, judging, computing, formatting, fixed costs).
+- baseline: ``COPY scratch FROM STDIN`` of the file's bytes into a table of the file's eight
+  columns as text (no index, no other column): the floor for loading these bytes at all;
+- the chain, each stage in its own transaction as in production, timed in this process (stage by
+  stage): its rows/s as a multiple of the baseline's (the time ratio). Target (issue 9): ≤ 5×;
+- the chain again as three ``spine run`` processes, with each one's peak RSS (``ru_maxrss`` from
+  ``wait4``, the process alone). Target: ≤ 300 MB, flat as the file grows (a 250,000-row week is
+  run too, to show it); before issue 9, 2.37 GB for 2M rows;
+- the floors: what each stage writes (dumped after a chain), COPYed into its tables with their
+  indexes, one transaction per stage. No stage can be faster than its floor: the distance between
+  the chain and the sum of the floors is the stages' own work (reading, judging, computing).
 
-Each figure is the median of 5 timed runs after one warm-up; tables are emptied between runs
-(outside the timing), so every run is a first load. Targets (issue 2): ingest throughput ≥ 0.5 ×
-COPY throughput; the chain ≤ 5 × the COPY time.
+Real files: medians of 5 in-process chains after a warm-up; the generated weeks: one of each
+(a 1M-row chain takes minutes on a shared two-core machine). Tables are emptied and checkpointed
+before every timed run, so each is a first load.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -46,18 +54,20 @@ from market_spine.db.schema import (
     tier_venue_share,
     venue_volume,
 )
-from market_spine.finra.files import read_weekly
+from market_spine.finra.files import HEADER_LINE
 from market_spine.finra.schedule import finra_calendar
-from market_spine.pipelines.copy import copy_text, driver_connection
-from market_spine.pipelines.ingest import RAW_COLUMNS, raw_copy_chunks
+from market_spine.pipelines.copy import driver_connection
 from market_spine.pipelines.registry import RunContext, get_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "finra_otc"
 RUNS = 5
 SCRATCH = "bench_scratch_copy"
-INGEST_TARGET = 0.5
 CHAIN_TARGET = 5.0
+RSS_TARGET_MB = 300
+GENERATED_WEEK = date(2025, 11, 10)  # OTC, first published 2025-12-15
+GENERATED_ROWS = (250_000, 1_000_000)
+STAGES = (INGEST, NORMALIZE, COMPUTE)
 
 
 @contextmanager
@@ -84,8 +94,38 @@ def throwaway_postgres() -> Iterator[Engine]:
             server.cleanup()
 
 
+def write_week(path: Path, rows: int, seed: int = 1) -> Path:
+    """A FINRA-format OTC week of ``rows`` ATS rows (1–3 venues per symbol, names with commas and
+    periods, volumes over orders of magnitude), written as it is generated."""
+    rng = random.Random(seed)
+    venues = (
+        ("OTCN", "OTC LINK NQB IDQS"),
+        ("OTCX", "OTC LINK ECN ATS"),
+        ("ARCA", "GLOBAL OTC"),
+        ("PPEX", "NORTH CAPITAL PRIVATE SECURITIES CORPORATION"),
+    )
+    published = finra_calendar().first_publication(GENERATED_WEEK, Tier.OTC).isoformat()
+    written = 0
+    symbol = 0
+    with path.open("w", encoding="utf-8") as out:
+        out.write(HEADER_LINE + "\n")
+        while written < rows:
+            symbol += 1
+            lines = []
+            for mpid, name in venues[: min(rng.choice((1, 2, 3)), rows - written)]:
+                shares = int(10 ** rng.uniform(2, 7))
+                trades = max(1, shares // rng.randint(100, 5000))
+                issue = "Acme Mining, Inc. Common Stock"
+                lines.append(f"OTC|S{symbol:07d}|{issue}|{mpid} {name}|{mpid}|{shares}|{trades}|{published}\n")
+            out.write("".join(lines))
+            written += len(lines)
+    return path
+
+
 def _week_of(path: Path) -> date:
-    """The trading week of a weekly file: the OTC week FINRA published on the day in its name."""
+    """The trading week of a real weekly file: the OTC week FINRA published on the day in its name."""
+    if not path.name.startswith("finra_otc_weekly_"):
+        return GENERATED_WEEK
     published = datetime.strptime(path.stem.rsplit("_", 1)[-1], "%Y%m%d").replace(tzinfo=UTC).date()
     return finra_calendar().newest_published_week(Tier.OTC, published)
 
@@ -99,64 +139,19 @@ def _empty_tables(engine: Engine) -> None:
         conn.execute(text("CHECKPOINT"))  # every run starts from the same clean buffers and WAL
 
 
-def _median_ms(engine: Engine, action: Callable[[], None]) -> float:
-    times = []
-    for run in range(RUNS + 1):
-        _empty_tables(engine)
-        started = time.perf_counter()
-        action()
-        elapsed = time.perf_counter() - started
-        if run:  # run 0 warms caches and connections
-            times.append(elapsed)
-    return statistics.median(times) * 1000
+def _timed(engine: Engine, action: Callable[[], object]) -> float:
+    _empty_tables(engine)
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
 def _copy_baseline(engine: Engine, path: Path) -> None:
-    data = path.read_bytes()
     with engine.begin() as conn, driver_connection(conn).cursor() as cursor:
         statement = f"COPY {SCRATCH} FROM STDIN (FORMAT text, DELIMITER '|', HEADER true)"
-        with cursor.copy(statement) as copy:
-            copy.write(data)
-
-
-def _copy_raw_floor(engine: Engine, chunks: list[tuple[int, str]]) -> None:
-    # The raw rows already formatted: what PostgreSQL alone needs to store them in the raw table.
-    with engine.begin() as conn:
-        copy_text(conn, raw, RAW_COLUMNS, chunks)
-
-
-# The tables each stage writes, in the order it writes them.
-STAGE_TABLES: dict[str, tuple[Table, ...]] = {
-    INGEST: (raw,),
-    NORMALIZE: (normalized, rejects),
-    COMPUTE: (venue_volume, symbol_hhi, tier_venue_share),
-}
-Dumps = dict[str, list[tuple[Table, bytes]]]
-
-
-def _dump_chain(engine: Engine, path: Path, week: date) -> Dumps:
-    """What one chain writes, per stage and table, in COPY's text format."""
-    _empty_tables(engine)
-    _chain(engine, path, week)
-    dumps: Dumps = {}
-    with engine.begin() as conn, driver_connection(conn).cursor() as cursor:
-        for stage, tables in STAGE_TABLES.items():
-            dumps[stage] = []
-            for table in tables:
-                data = bytearray()
-                with cursor.copy(f"COPY {table.name} TO STDOUT") as copy:  # constant identifiers from the schema
-                    for block in copy:
-                        data += block
-                dumps[stage].append((table, bytes(data)))
-    return dumps
-
-
-def _copy_stage_floor(engine: Engine, tables: list[tuple[Table, bytes]]) -> None:
-    with engine.begin() as conn, driver_connection(conn).cursor() as cursor:
-        for table, data in tables:
-            if data:
-                with cursor.copy(f"COPY {table.name} FROM STDIN") as copy:
-                    copy.write(data)
+        with cursor.copy(statement) as copy, path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                copy.write(block)
 
 
 def _run(engine: Engine, pipeline: str, week: date, params: dict[str, str]) -> str:
@@ -172,96 +167,149 @@ def _run(engine: Engine, pipeline: str, week: date, params: dict[str, str]) -> s
     return get_pipeline(pipeline).run(ctx).capture_id
 
 
-def _stage_ms(engine: Engine, path: Path, week: date) -> dict[str, float]:
-    """Median time of each stage, from five chains (tables emptied before each chain)."""
-    times: dict[str, list[float]] = {INGEST: [], NORMALIZE: [], COMPUTE: []}
-    for run in range(RUNS + 1):
+def _chain(engine: Engine, path: Path, week: date) -> dict[str, float]:
+    """Seconds per stage of one chain, in this process (tables emptied first, not timed)."""
+    _empty_tables(engine)
+    seconds: dict[str, float] = {}
+    params = {"file": str(path)}
+    for pipeline in STAGES:
+        started = time.perf_counter()
+        capture = _run(engine, pipeline, week, params)
+        seconds[pipeline] = time.perf_counter() - started
+        params = {"capture_id": capture}
+    return seconds
+
+
+# The tables each stage writes, in the order it writes them.
+STAGE_TABLES: dict[str, tuple[Table, ...]] = {
+    INGEST: (raw, captures),
+    NORMALIZE: (normalized, rejects),
+    COMPUTE: (venue_volume, symbol_hhi, tier_venue_share),
+}
+
+
+def _floors(engine: Engine, path: Path, week: date) -> dict[str, float]:
+    """Seconds to COPY each stage's output, pre-formatted, into its tables (after one chain)."""
+    _chain(engine, path, week)
+    dumps: dict[str, list[tuple[Table, Path]]] = {}
+    folder = Path(tempfile.mkdtemp(prefix="spine-bench-dump-"))
+    with engine.begin() as conn, driver_connection(conn).cursor() as cursor:
+        for stage, tables in STAGE_TABLES.items():
+            dumps[stage] = []
+            for table in tables:
+                target = folder / f"{table.name}.copy"
+                with target.open("wb") as out, cursor.copy(f"COPY {table.name} TO STDOUT") as copy:
+                    for block in copy:
+                        out.write(block)
+                dumps[stage].append((table, target))
+    floors = {}
+    for stage, tables in dumps.items():
         _empty_tables(engine)
-        params = {"file": str(path)}
-        for pipeline in (INGEST, NORMALIZE, COMPUTE):
-            started = time.perf_counter()
-            capture = _run(engine, pipeline, week, params)
-            if run:
-                times[pipeline].append(time.perf_counter() - started)
-            params = {"capture_id": capture}
-    return {pipeline: statistics.median(values) * 1000 for pipeline, values in times.items()}
+        started = time.perf_counter()
+        with engine.begin() as conn, driver_connection(conn).cursor() as cursor:
+            for table, dump in tables:
+                with cursor.copy(f"COPY {table.name} FROM STDIN") as copy, dump.open("rb") as handle:
+                    while block := handle.read(1 << 20):
+                        copy.write(block)
+        floors[stage] = time.perf_counter() - started
+    for tables in dumps.values():
+        for _, dump in tables:
+            dump.unlink()
+    folder.rmdir()
+    return floors
 
 
-def _chain(engine: Engine, path: Path, week: date) -> None:
-    capture = _run(engine, INGEST, week, {"file": str(path)})
-    _run(engine, NORMALIZE, week, {"capture_id": capture})
-    _run(engine, COMPUTE, week, {"capture_id": capture})
+@dataclass
+class Process:
+    seconds: float
+    peak_rss_mb: float
+    code: int
+    err: str
 
 
-def bench_file(engine: Engine, path: Path) -> dict[str, float]:
-    rows = sum(1 for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip())
+def spine_run(url: str, *args: str) -> Process:
+    """``spine run …`` as its own process: wall time and that process's own peak RSS."""
+    command = [sys.executable, "-c", "from market_spine.cli.main import main; main()", "run", *args]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "SPINE_DATABASE_URL": url},
+    )
+    assert process.stderr is not None
+    err = process.stderr.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Process(time.perf_counter() - started, usage.ru_maxrss / 1024, process.returncode, err)
+
+
+def _processes(engine: Engine, path: Path, week: date) -> dict[str, Process]:
+    _empty_tables(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    partition = ("--week", week.isoformat(), "--tier", "OTC")
+    runs = {INGEST: spine_run(url, INGEST, *partition, "--file", str(path))}
+    for pipeline in STAGES[1:]:
+        runs[pipeline] = spine_run(url, pipeline, *partition)
+    for pipeline, run in runs.items():
+        if run.code:
+            raise RuntimeError(f"{pipeline} failed ({run.code}): {run.err.strip()}")
+    return runs
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def bench_file(engine: Engine, path: Path, runs: int) -> None:
+    with path.open("rb") as handle:
+        rows = sum(1 for line in handle) - 1
     week = _week_of(path)
-    data = read_weekly(path)
-    chunks = list(
-        raw_copy_chunks(f"finra.otc_transparency:OTC:{week}:20250101\t{datetime.now(UTC)}\tx\t{week}\tOTC\tf\t", data)
-    )
-    copy_ms = _median_ms(engine, lambda: _copy_baseline(engine, path))
-    floor_ms = _median_ms(engine, lambda: _copy_raw_floor(engine, chunks))
-    ingest_ms = _median_ms(engine, lambda: _run(engine, INGEST, week, {"file": str(path)}) and None)
-    chain_ms = _median_ms(engine, lambda: _chain(engine, path, week))
-    stages = _stage_ms(engine, path, week)
-    dumps = _dump_chain(engine, path, week)
-    floors = {stage: _median_ms(engine, lambda d=dumps[stage]: _copy_stage_floor(engine, d)) for stage in dumps}
-    chain_floor_ms = sum(floors.values())
-    ratio = copy_ms / ingest_ms  # throughput ratio = (rows / ingest time) / (rows / COPY time)
-    multiple = chain_ms / copy_ms
-
-    def rate(ms: float) -> str:
-        return f"{rows / ms * 1000:>9,.0f} rows/s"
-
+    copy = statistics.median(_timed(engine, lambda: _copy_baseline(engine, path)) for _ in range(3))
+    if runs > 1:
+        _chain(engine, path, week)  # warm-up
+    chains = [_chain(engine, path, week) for _ in range(runs)]
+    stages = {pipeline: statistics.median(chain[pipeline] for chain in chains) for pipeline in STAGES}
+    chain = statistics.median(sum(c.values()) for c in chains)
+    floors = _floors(engine, path, week)
+    processes = _processes(engine, path, week)
+    multiple = chain / copy
     ok = {True: "ok", False: "MISSED"}
-    print(f"{path.name}: {rows:,} rows, median of {RUNS} runs")
-    print(f"  baseline: raw COPY of the file into a scratch table   {copy_ms:7.1f} ms  {rate(copy_ms)}")
+    worst = max(run.peak_rss_mb for run in processes.values())
+    how = f"median of {runs} chains" if runs > 1 else "one chain"
+    print(f"{path.name}: {rows:,} rows ({path.stat().st_size / 1e6:,.1f} MB), {how}")
+    print(f"  baseline: raw COPY of the file into a scratch table   {copy:8.2f} s  {rows / copy:>10,.0f} rows/s")
     print(
-        f"  ingest_week                                           {ingest_ms:7.1f} ms  {rate(ingest_ms)}"
-        f"  throughput ratio {ratio:.2f} (target >= {INGEST_TARGET}) {ok[ratio >= INGEST_TARGET]}"
-    )
-    print(
-        f"  ingest -> normalize -> compute                        {chain_ms:7.1f} ms  {rate(chain_ms)}"
+        f"  ingest -> normalize -> compute                        {chain:8.2f} s  {rows / chain:>10,.0f} rows/s"
         f"  {multiple:.1f}x COPY (target <= {CHAIN_TARGET:.0f}x) {ok[multiple <= CHAIN_TARGET]}"
     )
+    print("  per stage: " + ", ".join(f"{_short(p)} {s:.2f} s ({s / copy:.1f}x)" for p, s in stages.items()))
     print(
-        f"  for reference: COPY of pre-formatted rows into the raw table (16 columns, its indexes) "
-        f"{floor_ms:.1f} ms = {floor_ms / copy_ms:.1f}x the baseline; ingest is {ingest_ms / floor_ms:.2f}x that floor"
+        f"  floors (each stage's output COPYed into its tables, with their indexes): {sum(floors.values()):.2f} s = "
+        f"{sum(floors.values()) / copy:.1f}x COPY; "
+        + ", ".join(f"{_short(p)} {floors[p]:.2f} s (stage {stages[p] / floors[p]:.1f}x its floor)" for p in STAGES)
     )
     print(
-        "  per stage: "
-        + ", ".join(f"{name.rsplit('.', 1)[-1]} {ms:.1f} ms ({ms / copy_ms:.1f}x)" for name, ms in stages.items())
+        "  spine run processes: "
+        + ", ".join(f"{_short(p)} {r.peak_rss_mb:.0f} MB peak RSS, {r.seconds:.1f} s" for p, r in processes.items())
+        + f"; worst {worst:.0f} MB (target <= {RSS_TARGET_MB} MB) {ok[worst <= RSS_TARGET_MB]}"
     )
-    print(
-        f"  floors (pre-formatted rows COPYed into each stage's tables, their indexes): chain "
-        f"{chain_floor_ms:.1f} ms = {chain_floor_ms / copy_ms:.1f}x the baseline; "
-        + ", ".join(
-            f"{name.rsplit('.', 1)[-1]} {floors[name]:.1f} ms (stage {stages[name] - floors[name]:+.1f} ms above it)"
-            for name in stages
-        )
-    )
-    return {
-        "rows": rows,
-        "copy_ms": copy_ms,
-        "floor_ms": floor_ms,
-        "ingest_ms": ingest_ms,
-        "chain_ms": chain_ms,
-        "chain_floor_ms": chain_floor_ms,
-    }
 
 
 def main() -> None:
-    files = sorted(DATA.glob("finra_otc_weekly_*.csv"))
-    if not files:
-        print(f"skipped: no real FINRA files in {DATA} (the shared data folder is absent on this machine)")
-        return
-    with throwaway_postgres() as engine:
+    with throwaway_postgres() as engine, tempfile.TemporaryDirectory(prefix="spine-bench-weeks-") as folder:
         with engine.begin() as conn:
             columns = ", ".join(f"c{i} text" for i in range(1, 9))
             conn.execute(text(f"CREATE TABLE {SCRATCH} ({columns})"))
+        for rows in GENERATED_ROWS:
+            path = write_week(Path(folder) / f"generated_{rows}.csv", rows)
+            bench_file(engine, path, runs=1)
+            path.unlink()
+        files = sorted(DATA.glob("finra_otc_weekly_*.csv"))
+        if not files:
+            print(f"real files skipped: none in {DATA} (the shared data folder is absent on this machine)")
         for path in files:
-            bench_file(engine, path)
+            bench_file(engine, path, runs=RUNS)
 
 
 if __name__ == "__main__":
