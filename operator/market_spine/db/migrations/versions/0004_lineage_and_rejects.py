@@ -1,7 +1,7 @@
 """Lineage in the manifest, damaged lines in raw, volume sums as NUMERIC.
 
-Revision ID: 0003_lineage_and_rejects
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02 12:00:00.000000
 
 - ``core_manifest`` gains ``upstream_execution_id`` and ``upstream_capture_id``: the execution
@@ -25,8 +25,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_lineage_and_rejects"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
