@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from market_spine.core.partitions import Tier
 from market_spine.finra.sample import sample_records
@@ -137,18 +134,6 @@ def documented_outputs() -> Iterator[tuple[str, list[str]]]:
     for language, _, lines in code_blocks(DOC.read_text()):
         if language == "text" and lines and lines[0].startswith("$ "):
             yield lines[0][2:], [line for line in lines[1:] if line.strip()]
-
-
-@pytest.fixture
-def blank_database_url(pg_admin_url: str) -> Iterator[str]:
-    name = f"spine_doc_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_every_command_of_the_install_page_runs_on_a_real_control_plane(
