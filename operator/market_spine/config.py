@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from market_spine.errors import UsageError
@@ -95,5 +95,12 @@ def check_retired_settings(environ: Mapping[str, str] | None = None) -> None:
 
 
 def load_settings() -> Settings:
+    """The settings from the environment; a retired or invalid ``SPINE_*`` value is a
+    :class:`UsageError` naming the variable (one line, exit code 2), never a pydantic traceback."""
     check_retired_settings()
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SPINE_" + "_".join(str(p) for p in first.get("loc", ())[:1]).upper()
+        raise UsageError(f"{name} is invalid: {first.get('msg')}") from None
