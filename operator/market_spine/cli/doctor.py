@@ -17,8 +17,9 @@ from typing import Annotated, Any
 import typer
 
 from market_spine.cli import context
-from market_spine.cli.output import console, is_tty, plural
+from market_spine.cli.output import console, is_tty
 from market_spine.core.partitions import DOMAIN, Tier
+from market_spine.core.wording import plural
 from market_spine.errors import UsageError
 from market_spine.services import query
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict, report_as_prometheus

@@ -8,9 +8,9 @@ and CSV keep full precision.
 
 Tables never cut a value. On a terminal, a Rich table is drawn only if every identifier fits whole
 on one line (free text such as ``last_error`` may wrap); otherwise each row is printed as a block,
-one ``field  value`` per line (empty fields left out), so a name or a command can be copied as is. When piped, the table is
-plain aligned text with every value complete, no colour and no box drawing (fastapi-cli's rule), so
-``spine … | grep`` and ``| column`` behave.
+one ``field  value`` per line (empty fields left out), so a name or a command can be copied as is.
+When piped, the table is plain aligned text with every value complete, no colour and no box
+drawing (fastapi-cli's rule), so ``spine … | grep`` and ``| column`` behave.
 
 Called by ``cli.query``, ``cli.work`` (``work list``), ``cli.doctor`` and the kubectl plugin.
 """
@@ -148,11 +148,6 @@ def records(rows: Sequence[Sequence[str]], cols: Sequence[str], title: str | Non
         blocks.append("\n".join([r[0], *fields]))
     head = f"{title} ({len(rows)})\n\n" if title else ""
     return head + "\n\n".join(blocks) + "\n"
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 partition``, ``2 partitions`` (``nouns`` for irregular plurals)."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def say(message: str) -> None:
