@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     backend: Backend = Backend.LOCAL
     namespace: str = Field("default", description="Namespace of SpineWorkItems (kubernetes backend).")
     kubeconfig: Path | None = Field(None, description="Kubeconfig for the kubernetes backend; in-cluster if unset.")
+    kube_context: str | None = Field(None, description="Context of the kubeconfig to use; its current one if unset.")
 
     # --- FINRA ----------------------------------------------------------------------------
     finra_api_url: str = Field("https://api.finra.org", description="Base URL of FINRA's Query API or a mirror.")
