@@ -122,8 +122,8 @@ def test_the_demo_writes_where_spine_looks(user: User, first_demo: subprocess.Co
     doctor = user.spine("doctor", "finra.otc_transparency")
     assert doctor.returncode == 1  # today's window holds none of the demo's 2025 weeks …
     assert (  # … and the report says what the database does hold
-        "computed weeks held: NMS_TIER_1 2 (2025-11-24 to 2025-12-01); "
-        "NMS_TIER_2 2 (2025-11-10 to 2025-11-17); OTC 2 (2025-11-10 to 2025-11-17)"
+        "computed weeks held: NMS_TIER_1 2 weeks (2025-11-24 to 2025-12-01); "
+        "NMS_TIER_2 2 weeks (2025-11-10 to 2025-11-17); OTC 2 weeks (2025-11-10 to 2025-11-17)"
     ) in doctor.stdout
     checked = re.search(r"^  \S+/spine (doctor .*)$", out, re.M)
     assert checked, out

@@ -122,7 +122,7 @@ def _holding(tier: Tier, held: tuple[int, date, date] | None) -> str:
         return f"{tier.value} none"
     count, oldest, newest = held
     span = newest.isoformat() if oldest == newest else f"{oldest.isoformat()} to {newest.isoformat()}"
-    return f"{tier.value} {count} ({span})"
+    return f"{tier.value} {plural(count, 'week')} ({span})"
 
 
 def _where(gap: dict[str, Any]) -> tuple[str, str]:
