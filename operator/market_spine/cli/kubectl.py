@@ -270,23 +270,30 @@ def wake(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
     _spine(("work", "wake"), args)
 
 
+def _help(args: Sequence[str]) -> bool:
+    """``--help`` for a verb that hands its arguments on: spine's help, without a cluster."""
+    return "--help" in args
+
+
 @app.command(context_settings=FORWARD)
 def backfill(ctx: typer.Context) -> None:
     """Enqueue trading weeks × tiers at backfill priority (spine work backfill; its options)."""
-    target()
+    if not _help(ctx.args):
+        target()
     _spine(("work", "backfill"), ctx.args)
 
 
 @app.command(context_settings=FORWARD)
 def doctor(ctx: typer.Context) -> None:
     """Gaps and the commands that fill them (spine doctor; its options), from SPINE_DATABASE_URL."""
-    found = target()
-    if not os.environ.get("SPINE_DATABASE_URL") and not {"--help", "-h"} & set(ctx.args):
-        raise UsageError(
-            "the doctor reads the platform's PostgreSQL, not the cluster: set SPINE_DATABASE_URL (e.g. through "
-            f"`kubectl port-forward` to it), or run the chart's daily check now: kubectl -n {found.namespace} "
-            "create job --from=cronjob/market-spine-doctor doctor-now"
-        )
+    if not _help(ctx.args):
+        namespace = target().namespace
+        if not os.environ.get("SPINE_DATABASE_URL"):
+            raise UsageError(
+                "the doctor reads the platform's PostgreSQL, not the cluster: set SPINE_DATABASE_URL (e.g. through "
+                f"`kubectl port-forward` to it), or run the chart's daily check now: kubectl -n {namespace} "
+                "create job --from=cronjob/market-spine-doctor doctor-now"
+            )
     _spine(("doctor",), ctx.args)
 
 
