@@ -30,18 +30,17 @@ from typing import Annotated, Any
 
 import typer
 import typer.main
-from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from market_spine.cli import context
 from market_spine.cli.helptext import plain_metavars
 from market_spine.cli.main import command as spine_command
-from market_spine.cli.main import run_cli
+from market_spine.cli.main import invoke, run_cli
 from market_spine.cli.output import Format, emit, timestamp
 from market_spine.config import load_settings
 from market_spine.core.calendar import describe_week
 from market_spine.core.resource import WorkItemResourceSpec, WorkItemStatus
 from market_spine.core.states import WorkState, is_terminal
-from market_spine.errors import NotFound, SpineError, UsageError
+from market_spine.errors import NotFound, UsageError
 from market_spine.kube import kubeconfig
 from market_spine.kube.client import NotFoundError, events_path, swi_path
 from market_spine.kube.workitems import KubernetesQueue, KubeWorkItem
@@ -330,23 +329,7 @@ def command() -> Any:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``kubectl spine`` with ``argv``; returns the exit code (tests call this)."""
-    args = hoist_flags(sys.argv[1:] if argv is None else argv)
-    try:
-        result = command().main(args=args, prog_name=WHO, standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except SpineError as exc:
-        print(f"{WHO}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except NoArgsIsHelpError as exc:
-        exc.show()
-        return 0
-    except ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return invoke(command(), hoist_flags(sys.argv[1:] if argv is None else argv), prog=WHO, who=WHO)
 
 
 def main() -> None:

@@ -91,21 +91,26 @@ def run_cli(argv: list[str] | None = None, *, path: Sequence[str] = (), who: str
     ``path`` runs one subcommand (``("work", "retry")``) as its own program named ``who`` plus the
     path's last word in usage lines: the kubectl plugin's verbs are ``spine`` commands this way."""
     args = list(sys.argv[1:] if argv is None else argv)
-    is_doctor = (list(path) or args)[:1] == ["doctor"]
     target = command()
     for name in path:
         target = target.commands[name]
     prog = f"{who} {path[-1]}" if path else who
+    return invoke(target, args, prog=prog, who=who, doctor=(list(path) or args)[:1] == ["doctor"])
+
+
+def invoke(target: Any, args: list[str], *, prog: str, who: str, doctor: bool = False) -> int:
+    """Run a Click command and turn every failure into one line and its exit code (the doctor's
+    failures all into 2: it could not check). Shared by ``spine`` and ``kubectl spine``."""
     try:
         result = target.main(args=args, prog_name=prog, standalone_mode=False)
         return result if isinstance(result, int) else 0
     except SpineError as exc:
-        return _fail(str(exc), EXIT_UNCHECKED if is_doctor else exc.exit_code, who)
+        return _fail(str(exc), EXIT_UNCHECKED if doctor else exc.exit_code, who)
     except OperationalError as exc:
         if os.environ.get("SPINE_DEBUG"):
             raise
         err = DatabaseUnavailable(f"lost the database connection: {first_line(exc.orig or exc)}")
-        return _fail(str(err), EXIT_UNCHECKED if is_doctor else err.exit_code, who)
+        return _fail(str(err), EXIT_UNCHECKED if doctor else err.exit_code, who)
     except DBAPIError as exc:
         if os.environ.get("SPINE_DEBUG"):
             raise
@@ -117,7 +122,7 @@ def run_cli(argv: list[str] | None = None, *, path: Sequence[str] = (), who: str
         return 0
     except ClickException as exc:
         exc.show()  # "Usage: … Error: Invalid value for '--weeks': …", as any CLI user expects
-        return EXIT_UNCHECKED if is_doctor else exc.exit_code
+        return EXIT_UNCHECKED if doctor else exc.exit_code
     except typer.Abort:
         return _fail("aborted", 130, who)
     except KeyboardInterrupt:

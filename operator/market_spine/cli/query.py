@@ -9,7 +9,7 @@ normalize refused) and ``captures``. A partition is named by ``--week`` and ``--
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Annotated, Any
 
@@ -107,34 +107,28 @@ def hhi(
     _show(rows, service.HHI_FIELDS, fmt, "HHI", w is None and capture_id is None)
 
 
-@app.command("tier-share")
-def tier_share(
-    tier: TierOpt = None,
-    week: WeekOpt = None,
-    week_ending: WeekEndingOpt = None,
-    capture_id: CaptureOpt = None,
-    limit: LimitOpt = None,
-    fmt: FormatOpt = Format.TABLE,
-) -> None:
-    """Each venue's share of its tier's weekly volume, and its rank (1 = largest)."""
-    w, t = _where(week, week_ending, tier)
-    rows = service.tier_share(context.engine(), w, t, capture_id=capture_id, limit=limit)
-    _show(rows, service.TIER_SHARE_FIELDS, fmt, "tier venue share", w is None and capture_id is None)
+def _partition_command(name: str, fetch: Callable[..., list[dict[str, Any]]], fields: Sequence[str]) -> None:
+    """Register ``spine query NAME``: one table's rows for a partition (``fetch``'s docstring is
+    the help), with --tier, --week, --capture-id, --limit and --format."""
+
+    def command(
+        tier: TierOpt = None,
+        week: WeekOpt = None,
+        week_ending: WeekEndingOpt = None,
+        capture_id: CaptureOpt = None,
+        limit: LimitOpt = None,
+        fmt: FormatOpt = Format.TABLE,
+    ) -> None:
+        w, t = _where(week, week_ending, tier)
+        rows = fetch(context.engine(), w, t, capture_id=capture_id, limit=limit)
+        _show(rows, fields, fmt, name, w is None and capture_id is None)
+
+    command.__doc__ = fetch.__doc__
+    app.command(name)(command)
 
 
-@app.command("rejects")
-def rejects(
-    tier: TierOpt = None,
-    week: WeekOpt = None,
-    week_ending: WeekEndingOpt = None,
-    capture_id: CaptureOpt = None,
-    limit: LimitOpt = None,
-    fmt: FormatOpt = Format.TABLE,
-) -> None:
-    """Rows normalize refused: line number, reason, and the row as received."""
-    w, t = _where(week, week_ending, tier)
-    rows = service.rejected(context.engine(), w, t, capture_id=capture_id, limit=limit)
-    _show(rows, service.REJECT_FIELDS, fmt, "rejects", w is None and capture_id is None)
+_partition_command("tier-share", service.tier_share, service.TIER_SHARE_FIELDS)
+_partition_command("rejects", service.rejected, service.REJECT_FIELDS)
 
 
 @app.command("captures")

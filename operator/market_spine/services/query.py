@@ -131,6 +131,28 @@ def _rows(engine: Engine, query: Select[Any]) -> list[Row]:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def _read(
+    engine: Engine,
+    source: Any,
+    fields: Sequence[str],
+    where: Sequence[Partition],
+    capture_id: str | None,
+    *,
+    order: Sequence[Any],
+    limit: int | None,
+    symbol: str | None = None,
+    min_venues: int = 1,
+) -> list[Row]:
+    """``fields`` of ``source`` for the partitions ``where``, filtered by symbol (as published:
+    case matters) and venue count, in ``order``, at most ``limit`` rows."""
+    query = _select(source, fields, where, capture_id)
+    if symbol:
+        query = query.where(source.c.symbol == symbol.strip())
+    if min_venues > 1:
+        query = query.where(source.c.venue_count >= min_venues)
+    return _rows(engine, query.order_by(*order).limit(limit))
+
+
 def venue_share(
     engine: Engine,
     week: date | None,
@@ -153,17 +175,15 @@ def venue_share(
     names = [name for name in VENUE_SHARE_FIELDS if name != "venue_count"]
     source = _select(base, names, where, capture_id).add_columns(venues).subquery("venue_volume")
     c = source.c
-    query = select(*(c[name] for name in VENUE_SHARE_FIELDS))
-    if symbol:
-        query = query.where(c.symbol == symbol.strip())  # as published: case matters
-    if min_venues > 1:
-        query = query.where(c.venue_count >= min_venues)
     order = {
         ShareSort.SYMBOL: (c.symbol, c.volume.desc(), c.mpid),
         ShareSort.SHARE: (c.share.desc().nulls_last(), c.volume.desc(), c.symbol, c.mpid),
         ShareSort.VOLUME: (c.volume.desc(), c.symbol, c.mpid),
     }[sort]
-    return _rows(engine, query.order_by(*order, c.tier, c.week).limit(limit))
+    return _read(
+        engine, source, VENUE_SHARE_FIELDS, where, capture_id,
+        order=(*order, c.tier, c.week), limit=limit, symbol=symbol, min_venues=min_venues,
+    )  # fmt: skip
 
 
 def hhi(
@@ -183,54 +203,39 @@ def hhi(
     if not where:
         return []
     source = _source(symbol_hhi, capture_id)
-    query = _select(source, HHI_FIELDS, where, capture_id)
     c = source.c
-    if symbol:
-        query = query.where(c.symbol == symbol.strip())  # as published: case matters
-    if min_venues > 1:
-        query = query.where(c.venue_count >= min_venues)
     order = {
         HhiSort.SYMBOL: (c.symbol,),
         HhiSort.HHI: (c.hhi.desc().nulls_last(), c.volume.desc(), c.symbol),
         HhiSort.VOLUME: (c.volume.desc(), c.symbol),
         HhiSort.VENUES: (c.venue_count.desc(), c.hhi.desc().nulls_last(), c.symbol),
     }[sort]
-    return _rows(engine, query.order_by(*order, c.tier, c.week).limit(limit))
+    return _read(
+        engine, source, HHI_FIELDS, where, capture_id,
+        order=(*order, c.tier, c.week), limit=limit, symbol=symbol, min_venues=min_venues,
+    )  # fmt: skip
 
 
 def tier_share(
-    engine: Engine,
-    week: date | None,
-    tier: Tier | None,
-    *,
-    capture_id: str | None = None,
-    limit: int | None = None,
+    engine: Engine, week: date | None, tier: Tier | None, *, capture_id: str | None = None, limit: int | None = None
 ) -> list[Row]:
     """Each MPID's share of its tier's weekly volume, by rank (per tier, then rank)."""
     where = partitions(engine, tier_venue_share, week, tier, capture_id)
-    if not where:
-        return []
     source = _source(tier_venue_share, capture_id)
-    query = _select(source, TIER_SHARE_FIELDS, where, capture_id)
-    return _rows(engine, query.order_by(source.c.tier, source.c.week, source.c.rank).limit(limit))
+    c = source.c
+    order = (c.tier, c.week, c.rank)
+    return _read(engine, source, TIER_SHARE_FIELDS, where, capture_id, order=order, limit=limit) if where else []
 
 
 def rejected(
-    engine: Engine,
-    week: date | None,
-    tier: Tier | None,
-    *,
-    capture_id: str | None = None,
-    limit: int | None = None,
+    engine: Engine, week: date | None, tier: Tier | None, *, capture_id: str | None = None, limit: int | None = None
 ) -> list[Row]:
     """The rows normalize refused, with the reason and the row as received, by line number."""
     where = partitions(engine, normalized, week, tier, capture_id)  # weeks with no rejects count too
-    if not where:
-        return []
     source = _source(rejects, capture_id)
-    query = _select(source, REJECT_FIELDS, where, capture_id)
     c = source.c
-    return _rows(engine, query.order_by(c.tier, c.week, c.stage, c.line_number).limit(limit))
+    order = (c.tier, c.week, c.stage, c.line_number)
+    return _read(engine, source, REJECT_FIELDS, where, capture_id, order=order, limit=limit) if where else []
 
 
 def computed_weeks(engine: Engine, domain: str = DOMAIN) -> dict[Tier, tuple[int, date, date]]:
