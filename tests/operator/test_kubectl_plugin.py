@@ -201,3 +201,23 @@ def test_kubectl_flags_may_come_anywhere_after_the_plugins_name() -> None:
     ]  # fmt: skip
     assert hoist_flags(["retry", "name", "-nprod"]) == ["-n", "prod", "retry", "name"]
     assert hoist_flags(["backfill", "p", "--", "-n", "x"]) == ["backfill", "p", "--", "-n", "x"]
+
+
+def test_wake_is_spine_work_wake_and_says_so_while_spine_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from market_spine.cli import kubectl
+    from market_spine.cli.main import command
+
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "config")))
+    forwarded: list[tuple[tuple[str, ...], list[str]]] = []
+    monkeypatch.setattr(kubectl, "run_cli", lambda argv, path, who: forwarded.append((tuple(path), argv)) or 0)
+    code = kubectl.run(["wake", INGEST, "--week", "2025-11-10", "--tier", "OTC"])
+    if "wake" in command().commands["work"].commands:
+        assert (code, forwarded) == (0, [(("work", "wake"), [INGEST, "--week", "2025-11-10", "--tier", "OTC"])])
+    else:
+        assert (code, forwarded) == (2, [])
+        assert capsys.readouterr().err == (
+            "kubectl spine: error: this spine has no `spine work wake` yet, so the item cannot be woken early; "
+            f"it runs at its next attempt time (see: kubectl spine describe {INGEST} --week 2025-11-10 --tier OTC)\n"
+        )

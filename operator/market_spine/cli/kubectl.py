@@ -24,6 +24,7 @@ runs the ``spine`` command that does the work, so output, errors and exit codes 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -262,9 +263,10 @@ def wake(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
     target()
     args = _item_args(item, week, tier)
     if "wake" not in spine_command().commands["work"].commands:
+        named = [item, *(["--week", week] if week else []), *(["--tier", tier] if tier else [])]
         raise UsageError(
             "this spine has no `spine work wake` yet, so the item cannot be woken early; "
-            f"it runs at its next attempt time (see: {WHO} describe {item})"
+            f"it runs at its next attempt time (see: {WHO} describe {shlex.join(named)})"
         )
     _spine(("work", "wake"), args)
 
