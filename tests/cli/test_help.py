@@ -4,6 +4,7 @@ type (``<bool>``, ``<list[str]>``, ``<int range>``) or ``{pipeline}``, and every
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,17 @@ import pytest
 
 from market_spine.cli import kubectl
 from market_spine.cli.main import command, run_cli
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    """kubectl spine points spine's settings at a cluster through os.environ (it is a process of
+    its own); in-process calls here must not leave them to later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
 
 # Typer's type labels (<bool>, <str>, <int range>, <list[str]>, <table|json|csv>) and {argument}.
 TYPE_PLACEHOLDER = re.compile(

@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,16 @@ def spec(week: str = "2025-11-10", tier: str = "OTC", **fields: object) -> WorkI
     return WorkItemSpec.model_validate(
         {"pipeline": INGEST, "partition": {"week": week, "tier": tier}, "params": {"source": "finra-api"}, **fields}
     )
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    """The plugin points spine's settings at the cluster through os.environ (it is a process of
+    its own); in-process calls here must not leave SPINE_BACKEND=kubernetes to later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
