@@ -113,11 +113,15 @@ def _object(name: str) -> dict[str, Any]:
         ) from None
 
 
+def _as_given(item: str, week: str | None, tier: str | None) -> list[str]:
+    return [item, *(["--week", week] if week else []), *(["--tier", tier] if tier else [])]
+
+
 def _item_args(item: str, week: str | None, tier: str | None) -> list[str]:
     """``spine work`` arguments for one item: ``PIPELINE --week W --tier T`` as given, or read off
     the SpineWorkItem named ``item``."""
     if week is not None or tier is not None:
-        return [item, *(["--week", week] if week else []), *(["--tier", tier] if tier else [])]
+        return _as_given(item, week, tier)
     spec = WorkItemResourceSpec.model_validate(_object(item).get("spec") or {})
     return [spec.pipeline, "--week", spec.partition.week.isoformat(), "--tier", spec.partition.tier.value]
 
@@ -263,10 +267,9 @@ def wake(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
     target()
     args = _item_args(item, week, tier)
     if "wake" not in spine_command().commands["work"].commands:
-        named = [item, *(["--week", week] if week else []), *(["--tier", tier] if tier else [])]
         raise UsageError(
             "this spine has no `spine work wake` yet, so the item cannot be woken early; "
-            f"it runs at its next attempt time (see: {WHO} describe {shlex.join(named)})"
+            f"it runs at its next attempt time (see: {WHO} describe {shlex.join(_as_given(item, week, tier))})"
         )
     _spine(("work", "wake"), args)
 
