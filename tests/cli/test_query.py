@@ -110,6 +110,11 @@ def test_without_a_week_each_tiers_newest_computed_week_is_read(loaded: Spine) -
     )
     multi = [r for r in both if int(str(r["venue_count"])) >= 2]
     assert rows == sorted(multi, key=lambda r: (-float(str(r["hhi"])), -int(str(r["volume"])), str(r["symbol"])))[:5]
+    # The note names the weeks read, not only those of the rows shown.
+    top = ("query", "hhi", "--sort", "hhi", "--limit", "1", "--min-venues", "2")
+    (one,) = loaded(*top, "--format", "json").json()
+    assert loaded(*top).err == result.err
+    assert one == rows[0]
     only_t1 = _json(loaded, "tier-share", "--tier", "T1")
     assert only_t1 and {r["week"] for r in only_t1} == {"2025-11-24"}
     latest = loaded("query", "hhi", "--week", "latest")
@@ -162,4 +167,6 @@ def test_csv_always_has_a_header(spine: Spine, args: tuple[str, ...], fields: tu
     assert empty.out == ",".join(fields) + "\n"
     assert spine(*args, "--format", "json").out == "[]\n"
     table = spine(*args)
-    assert (table.out, table.err) == ("", "no rows\n")
+    defaulted = args[0] == "query" and "--week" not in args
+    note = "no --week: each tier's newest week: none computed yet\n" if defaulted else ""
+    assert (table.out, table.err) == ("", note + "no rows\n")

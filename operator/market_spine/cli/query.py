@@ -48,11 +48,15 @@ def _where(week: str | None, week_ending: str | None, tier: str | None) -> tuple
     return context.week_option(week, week_ending, parsed), parsed
 
 
-def _show(rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: Format, title: str, defaulted: bool) -> None:
-    if defaulted and rows:
-        weeks = sorted({(row["tier"], row["week"]) for row in rows})
-        say("no --week: each tier's newest week: " + ", ".join(f"{t} {describe_week(w)}" for t, w in weeks))
-    emit(rows, fmt, columns=fields, title=title)
+def _show(
+    name: str, rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: Format, tier: Tier | None, defaulted: bool
+) -> None:
+    """Print ``spine query <name>``'s rows; without --week, first say (on stderr) which weeks were read."""
+    if defaulted:
+        weeks = service.default_weeks(context.engine(), name, tier)
+        read = ", ".join(f"{t.value} {describe_week(w)}" for w, t in weeks) or "none computed yet"
+        say(f"no --week: each tier's newest week: {read}")
+    emit(rows, fmt, columns=fields, title=name)
 
 
 @app.command("venue-share")
@@ -77,7 +81,7 @@ def venue_share(
     rows = service.venue_share(
         context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit
     )
-    _show(rows, service.VENUE_SHARE_FIELDS, fmt, "venue share", w is None and capture_id is None)
+    _show("venue-share", rows, service.VENUE_SHARE_FIELDS, fmt, t, w is None and capture_id is None)
 
 
 @app.command("hhi")
@@ -104,7 +108,7 @@ def hhi(
     rows = service.hhi(
         context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit
     )
-    _show(rows, service.HHI_FIELDS, fmt, "HHI", w is None and capture_id is None)
+    _show("hhi", rows, service.HHI_FIELDS, fmt, t, w is None and capture_id is None)
 
 
 def _partition_command(name: str, fetch: Callable[..., list[dict[str, Any]]], fields: Sequence[str]) -> None:
@@ -121,7 +125,7 @@ def _partition_command(name: str, fetch: Callable[..., list[dict[str, Any]]], fi
     ) -> None:
         w, t = _where(week, week_ending, tier)
         rows = fetch(context.engine(), w, t, capture_id=capture_id, limit=limit)
-        _show(rows, fields, fmt, name, w is None and capture_id is None)
+        _show(name, rows, fields, fmt, t, w is None and capture_id is None)
 
     command.__doc__ = fetch.__doc__
     app.command(name)(command)
@@ -137,4 +141,4 @@ def captures(
 ) -> None:
     """The captures of a partition, newest first: FINRA publication dates, stages and row counts."""
     w, t = _where(week, week_ending, tier)
-    _show(service.captures(context.engine(), w, t), service.CAPTURE_FIELDS, fmt, "captures", w is None)
+    _show("captures", service.captures(context.engine(), w, t), service.CAPTURE_FIELDS, fmt, t, w is None)

@@ -85,6 +85,22 @@ def newest_weeks(engine: Engine, base: Table, tiers: Sequence[Tier]) -> list[Par
     return [(found[tier], tier) for tier in tiers if tier in found]
 
 
+# The table whose newest week a query reads when no week is given: its own, but normalize's for
+# rejects (a week without rejects counts) and ingest's for captures.
+DEFAULT_WEEK_SOURCE: dict[str, Table] = {
+    "venue-share": venue_volume,
+    "hhi": symbol_hhi,
+    "tier-share": tier_venue_share,
+    "rejects": normalized,
+    "captures": raw,
+}
+
+
+def default_weeks(engine: Engine, query: str, tier: Tier | None) -> list[Partition]:
+    """The partitions ``spine query <query>`` reads without ``--week``: each tier's newest week."""
+    return newest_weeks(engine, DEFAULT_WEEK_SOURCE[query], [tier] if tier is not None else list(Tier))
+
+
 def partitions(
     engine: Engine, base: Table, week: date | None, tier: Tier | None, capture_id: str | None = None
 ) -> list[Partition]:
