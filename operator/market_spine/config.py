@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from market_spine.errors import UsageError
@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     backend: Backend = Backend.LOCAL
     namespace: str = Field("default", description="Namespace of SpineWorkItems (kubernetes backend).")
     kubeconfig: Path | None = Field(None, description="Kubeconfig for the kubernetes backend; in-cluster if unset.")
+    kube_context: str | None = Field(None, description="Context of the kubeconfig to use; its current one if unset.")
 
     # --- FINRA ----------------------------------------------------------------------------
     finra_api_url: str = Field("https://api.finra.org", description="Base URL of FINRA's Query API or a mirror.")
@@ -95,5 +96,12 @@ def check_retired_settings(environ: Mapping[str, str] | None = None) -> None:
 
 
 def load_settings() -> Settings:
+    """The settings from the environment; a retired or invalid ``SPINE_*`` value is a
+    :class:`UsageError` naming the variable (one line, exit code 2), never a pydantic traceback."""
     check_retired_settings()
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SPINE_" + "_".join(str(p) for p in first.get("loc", ())[:1]).upper()
+        raise UsageError(f"{name} is invalid: {first.get('msg')}") from None

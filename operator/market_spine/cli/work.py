@@ -221,6 +221,10 @@ def backfill(
     print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({len(specs)} partitions)")
 
 
+# The fields of `work list`, in every format (a CSV header even when nothing matches).
+LIST_COLUMNS = ("name", "pipeline", "week", "tier", "state", "attempts", "priority", "next_attempt_at", "last_error")
+
+
 def _row(item: Any) -> dict[str, Any]:
     partition = FinraPartition.model_validate_json(item.partition_key)
     return {
@@ -249,7 +253,7 @@ def list_items(
     except ValueError:
         raise UsageError(f"--state must be one of {', '.join(s.value for s in WorkState)}") from None
     rows = [_row(item) for item in queue().list(wanted, pipeline, limit)]
-    emit(rows, fmt, title="work items")
+    emit(rows, fmt, columns=LIST_COLUMNS, title="work items")
 
 
 @app.command()

@@ -100,7 +100,7 @@ class KubernetesQueue:
 
     def __init__(self, settings: Settings, client: KubeClient | None = None) -> None:
         self.namespace = settings.namespace
-        self.client = client or KubeClient(load_configuration(settings.kubeconfig))
+        self.client = client or KubeClient(load_configuration(settings.kubeconfig, settings.kube_context))
 
     def enqueue(self, spec: WorkItemSpec) -> EnqueueResult:
         """Create the work item, or report the existing one: enqueueing twice is a no-op."""
