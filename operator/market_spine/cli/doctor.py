@@ -76,7 +76,14 @@ def doctor(
         stale_after_days=stale_days or None,
         landing_dir=landing_dir or settings.landing_dir,
     )
-    report = check(context.engine(), options, context.utcnow().date())
+    try:
+        report = check(context.engine(), options, context.utcnow().date())
+    except OverflowError:  # the calendar walks back from --as-of (and forward to publication days)
+        day = options.as_of.isoformat() if options.as_of else "today"
+        raise UsageError(
+            f"--as-of {day} is too close to the ends of the calendar (years 1 to 9999): the doctor looks "
+            f"{weeks} weeks back from it, and FINRA publishes a week up to 5 weeks after it"
+        ) from None
     if fmt is DoctorFormat.JSON:
         print(json.dumps(report_as_dict(report, options), indent=2))
     elif fmt is DoctorFormat.PROMETHEUS:
