@@ -303,9 +303,14 @@ def test_a_success_on_an_input_the_chain_replaced_meanwhile_runs_again() -> None
     job = core.JobObservation(name=status.current_job or "", exists=True, started=True, succeeded=True, capture_id="c1")
     # The upstream ran again while this attempt ran: the chain pointed the item at its output.
     plan = core.plan(observe(status, spec=chained, upstream="ingest-run-2", job=job), TIMING)
-    assert plan.transitions[:2] == [(WorkState.RUNNING, WorkState.COMPLETE), (WorkState.COMPLETE, WorkState.PENDING)]
+    assert plan.transitions == [
+        (WorkState.RUNNING, WorkState.COMPLETE),
+        (WorkState.COMPLETE, WorkState.PENDING),
+        (WorkState.PENDING, WorkState.RUNNING),  # at once, on the new input
+    ]
     assert plan.chain is None  # a stale result is not chained onwards
-    assert plan.status.attempts == 0 and plan.notes[-1].reason == "UpstreamChanged"
+    assert [n.reason for n in plan.notes] == ["Completed", "UpstreamChanged", "Started"]
+    assert plan.status.attempts == 1 and plan.create_job is not None and plan.create_job.attempt == 2
     same = core.plan(observe(status, spec=chained, upstream="ingest-run-1", job=job), TIMING)
     assert same.state is WorkState.COMPLETE and same.chain is not None
     assert same.chain.pipeline == "finra.otc_transparency.compute_week"

@@ -323,10 +323,10 @@ class _Planner:
                 return
             woken = lifecycle.wake(item, now=self.now, requested=problem is not None)
             self.apply(woken if problem is None else replace(woken, effects=()))
-        if self.state is WorkState.PENDING:
-            self.pending(problem)
-        elif self.state is WorkState.RUNNING:
+        if self.state is WorkState.RUNNING:
             self.running()
+        if self.state is WorkState.PENDING:  # (also right after a success the chain made stale)
+            self.pending(problem)
 
     def pending(self, problem: tuple[str, str] | None) -> None:
         spec = self.spec
