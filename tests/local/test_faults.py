@@ -30,6 +30,7 @@ from tests.operator.harness import wait_for
 from tests.support.localqueue import (
     ManifestGate,
     RestartablePostgres,
+    WorkerProcess,
     Workers,
     executions,
     item,
@@ -83,14 +84,22 @@ def gate(engine: Engine) -> Iterator[ManifestGate]:
     held.open()
 
 
+def held_at_the_gate(
+    engine: Engine, workers: Workers, gate: ManifestGate, file: Path, *args: str, **settings: str
+) -> WorkerProcess:
+    """Enqueue the week, start a worker, and wait until its attempt waits at its last write."""
+    enqueue(engine, file)
+    gate.close()
+    worker = workers.start(*args, **settings)
+    gate.wait_for_attempts(1)
+    return worker
+
+
 def test_kill_9_mid_attempt_the_lease_runs_out_the_item_is_retried_and_nothing_is_half_written(
     engine: Engine, workers: Workers, gate: ManifestGate, week_file: tuple[Path, int]
 ) -> None:
     file, rows = week_file
-    enqueue(engine, file)
-    gate.close()
-    first = workers.start(*POLL, **FAST)
-    gate.wait_for_attempts(1)
+    first = held_at_the_gate(engine, workers, gate, file, *POLL, **FAST)
     running = item(engine, INGEST)
     assert running["state"] == "RUNNING" and running["lease_expires_at"] is not None
 
@@ -118,10 +127,7 @@ def test_sigterm_gives_an_unfinished_attempt_back_after_the_grace_period(
     engine: Engine, workers: Workers, gate: ManifestGate, week_file: tuple[Path, int]
 ) -> None:
     file, rows = week_file
-    enqueue(engine, file)
-    gate.close()
-    first = workers.start(*POLL, **FAST)
-    gate.wait_for_attempts(1)
+    first = held_at_the_gate(engine, workers, gate, file, *POLL, **FAST)
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
     released = item(engine, INGEST)
@@ -142,10 +148,9 @@ def test_sigterm_lets_a_running_attempt_finish_within_the_grace_period(
     engine: Engine, workers: Workers, gate: ManifestGate, week_file: tuple[Path, int]
 ) -> None:
     file, rows = week_file
-    enqueue(engine, file)
-    gate.close()
-    worker = workers.start(*POLL, worker_lease_seconds="1.5", worker_grace_seconds="600")
-    gate.wait_for_attempts(1)
+    worker = held_at_the_gate(
+        engine, workers, gate, file, *POLL, worker_lease_seconds="1.5", worker_grace_seconds="600"
+    )
     worker.signal(signal.SIGTERM)
     wait_for(lambda: "SIGTERM received" in worker.output(), what="the worker to take the signal")
     assert worker.alive  # waiting for its attempt, claiming nothing new
@@ -163,10 +168,7 @@ def test_cancel_during_a_run_stays_cancelled_and_the_late_result_is_rolled_back(
     # Finding 2: the worker wrote COMPLETE over a CANCELLED item. A long lease keeps the heartbeat
     # from noticing: the fence of the stage's own transaction is what refuses the result.
     file, _rows = week_file
-    enqueue(engine, file)
-    gate.close()
-    worker = workers.start(*POLL, worker_lease_seconds="600")
-    gate.wait_for_attempts(1)
+    worker = held_at_the_gate(engine, workers, gate, file, *POLL, worker_lease_seconds="600")
     cancelled = LocalQueue(engine, now).cancel(INGEST, FinraPartition(week=WEEK, tier=Tier.OTC))
     assert cancelled.state.value == "CANCELLED"
     gate.open()  # the stage commits now, or tries to
@@ -186,10 +188,7 @@ def test_cancel_while_running_stops_the_attempt_at_once(
     # The cancel's "stop the attempt" effect: the heartbeat finds the lease gone and cancels the
     # attempt's statement, without waiting for the stage to reach its commit (the gate stays shut).
     file, _rows = week_file
-    enqueue(engine, file)
-    gate.close()
-    worker = workers.start(*POLL, **FAST)
-    gate.wait_for_attempts(1)
+    worker = held_at_the_gate(engine, workers, gate, file, *POLL, **FAST)
     LocalQueue(engine, now).cancel(INGEST, FinraPartition(week=WEEK, tier=Tier.OTC))
     wait_for(lambda: "stopped: the item was cancelled while the attempt ran" in worker.output(), what="the stop")
     assert gate.waiting() == []

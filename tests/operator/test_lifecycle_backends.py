@@ -76,10 +76,26 @@ class Driver(Protocol):
     def snapshot(self, pipeline: str) -> Snapshot | None: ...
 
 
+class QueueDriver:
+    """What both drivers do the same way: enqueue and the ``spine work`` verbs, through the queue
+    the CLI would use on that backend."""
+
+    queue: LocalQueue | KubernetesQueue
+
+    def enqueue(self, item: WorkItemSpec) -> None:
+        self.queue.enqueue(item)
+
+    def request(self, verb: str, pipeline: str) -> None:
+        if verb == "dismiss":
+            self.queue.dismiss(pipeline, PARTITION, "accepted")
+        else:
+            getattr(self.queue, verb)(pipeline, PARTITION)
+
+
 # --- the local backend --------------------------------------------------------------------
 
 
-class LocalDriver:
+class LocalDriver(QueueDriver):
     def __init__(self, engine: Engine, clock: FakeClock) -> None:
         self.engine = engine
         self.clock = clock
@@ -106,9 +122,6 @@ class LocalDriver:
             )
         return StageResult(stage, value, 1)
 
-    def enqueue(self, item: WorkItemSpec) -> None:
-        self.queue.enqueue(item)
-
     def start(self, pipeline: str) -> None:
         run = threading.Thread(target=self.worker.run_once, daemon=True)
         run.start()
@@ -127,12 +140,6 @@ class LocalDriver:
     def fail(self, pipeline: str, *, retryable: bool = True) -> None:
         self._finish(pipeline, ("fail", retryable))
 
-    def request(self, verb: str, pipeline: str) -> None:
-        if verb == "dismiss":
-            self.queue.dismiss(pipeline, PARTITION, "accepted")
-        else:
-            getattr(self.queue, verb)(pipeline, PARTITION)
-
     def snapshot(self, pipeline: str) -> Snapshot | None:
         with self.engine.connect() as conn:
             record = repo.get_by_key(conn, "finra.otc_transparency", pipeline, PARTITION.key)
@@ -144,7 +151,7 @@ class LocalDriver:
 # --- the kubernetes backend ---------------------------------------------------------------
 
 
-class OperatorDriver:
+class OperatorDriver(QueueDriver):
     def __init__(self, ns: Namespace, jobs: JobController, clock: FakeClock, kube_queue: KubernetesQueue) -> None:
         self.ns = ns
         self.jobs = jobs
@@ -152,9 +159,6 @@ class OperatorDriver:
         self.queue = kube_queue
         self.running: dict[str, str] = {}
         self.used: set[str] = set()  # Jobs whose attempt the test already played
-
-    def enqueue(self, item: WorkItemSpec) -> None:
-        self.queue.enqueue(item)
 
     def start(self, pipeline: str) -> None:
         name = spec(pipeline).name
@@ -197,12 +201,6 @@ class OperatorDriver:
             return False
         return not (found["metadata"].get("deletionTimestamp"))
 
-    def request(self, verb: str, pipeline: str) -> None:
-        if verb == "dismiss":
-            self.queue.dismiss(pipeline, PARTITION, "accepted")
-        else:
-            getattr(self.queue, verb)(pipeline, PARTITION)
-
     def snapshot(self, pipeline: str) -> Snapshot | None:
         try:
             obj = self.ns.item(spec(pipeline).name)
@@ -234,6 +232,12 @@ def expect(
     wait_for(lambda: driver.snapshot(pipeline) == wanted, 30, f"{pipeline} to be {wanted}")
 
 
+def attempt(driver: Driver, pipeline: str, capture: str) -> None:
+    """An attempt of ``pipeline`` starts and succeeds, having written ``capture``."""
+    driver.start(pipeline)
+    driver.succeed(pipeline, capture)
+
+
 def failure(driver: Driver) -> str:
     """The reason of a failed attempt: the operator knows a failed Job, the local worker the error."""
     return "JobFailed" if isinstance(driver, OperatorDriver) else "SourceUnavailable"
@@ -245,8 +249,7 @@ def test_a_failure_waits_for_the_backoff_then_the_next_attempt_completes(driver:
     driver.fail(INGEST)
     expect(driver, INGEST, "RETRY_WAIT", 1, failure(driver))
     driver.clock.advance(60)
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-1")
+    attempt(driver, INGEST, "cap-1")
     expect(driver, INGEST, "COMPLETE", 2, None)
 
 
@@ -258,8 +261,7 @@ def test_cancel_while_running_stays_cancelled_whatever_the_attempt_reports_later
     driver.succeed(INGEST, "cap-late")  # the stopped attempt's late result is not kept
     expect(driver, INGEST, "CANCELLED", 1, "Cancelled")
     driver.request("retry", INGEST)  # re-opened, with a fresh budget
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-1")
+    attempt(driver, INGEST, "cap-1")
     expect(driver, INGEST, "COMPLETE", 1, None)
 
 
@@ -268,8 +270,7 @@ def test_wake_runs_a_waiting_item_now_without_resetting_its_attempts(driver: Dri
     driver.start(INGEST)
     driver.fail(INGEST)
     driver.request("wake", INGEST)
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-1")
+    attempt(driver, INGEST, "cap-1")
     expect(driver, INGEST, "COMPLETE", 2, None)
 
 
@@ -281,43 +282,35 @@ def test_a_dismissed_failure_is_cancelled_with_its_reason_and_a_retry_reopens_it
     driver.request("dismiss", INGEST)
     expect(driver, INGEST, "CANCELLED", 1, "Dismissed")
     driver.request("retry", INGEST)
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-1")
+    attempt(driver, INGEST, "cap-1")
     expect(driver, INGEST, "COMPLETE", 1, None)
 
 
 def _run_chain(driver: Driver, capture: str) -> None:
     for pipeline in (NORMALIZE, COMPUTE):
-        driver.start(pipeline)
-        driver.succeed(pipeline, capture)
+        attempt(driver, pipeline, capture)
         expect(driver, pipeline, "COMPLETE", 1, None, reads=capture)
 
 
 def test_a_restatement_reruns_every_finished_stage_on_the_new_capture(driver: Driver) -> None:
     driver.enqueue(spec(chain=True))
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-1")
+    attempt(driver, INGEST, "cap-1")
     _run_chain(driver, "cap-1")
     driver.request("retry", INGEST)  # FINRA corrected the week: ingest it again
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-2")
+    attempt(driver, INGEST, "cap-2")
     expect(driver, INGEST, "COMPLETE", 1, None)
     _run_chain(driver, "cap-2")
 
 
 def test_a_restatement_while_the_next_stage_runs_reruns_it_when_it_finishes(driver: Driver) -> None:
     driver.enqueue(spec(chain=True))
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-1")
+    attempt(driver, INGEST, "cap-1")
     driver.start(NORMALIZE)
     driver.request("retry", INGEST)
-    driver.start(INGEST)
-    driver.succeed(INGEST, "cap-2")
+    attempt(driver, INGEST, "cap-2")
     expect(driver, NORMALIZE, "RUNNING", 1, None, reads="cap-2")  # pointed at the new run, still running
     driver.succeed(NORMALIZE, "cap-1")  # it finishes on the old capture: stale, so it runs again
-    driver.start(NORMALIZE)
-    driver.succeed(NORMALIZE, "cap-2")
+    attempt(driver, NORMALIZE, "cap-2")
     expect(driver, NORMALIZE, "COMPLETE", 1, None, reads="cap-2")
-    driver.start(COMPUTE)
-    driver.succeed(COMPUTE, "cap-2")
+    attempt(driver, COMPUTE, "cap-2")
     expect(driver, COMPUTE, "COMPLETE", 1, None, reads="cap-2")

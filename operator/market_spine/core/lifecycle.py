@@ -40,6 +40,9 @@ DISMISSED = "Dismissed"
 RELEASED = "Released"
 UPSTREAM_CHANGED = "UpstreamChanged"  # the stage it reads ran again while this one ran
 
+# A new work item starts here (a row's column default; a SpineWorkItem's first status).
+INITIAL = WorkState.PENDING
+
 # Source options a downstream stage must not inherit: it reads the capture its upstream wrote.
 SOURCE_PARAMS = frozenset({"file", "source", "url", "capture_date", "capture_id"})
 
@@ -68,7 +71,7 @@ class Item(BaseModel):
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     desired_at: datetime | None = None
-    state: WorkState = WorkState.PENDING
+    state: WorkState = INITIAL
     attempts: int = 0  # in the current budget (an admin retry resets it)
     total_attempts: int = 0  # ever started: numbers the attempts, never goes down
     next_attempt_at: datetime | None = None

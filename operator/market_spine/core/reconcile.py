@@ -256,9 +256,9 @@ class _Planner:
     def answer_requests(self) -> bool:
         """Accept a new item, then carry out what a user asked in the spec; True if it is cancelled."""
         if self.state is None:
-            self.status.state = WorkState.PENDING
+            self.status.state = lifecycle.INITIAL
             self.status.state_changed_at = self.now
-            self.plan.transitions.append((None, WorkState.PENDING))
+            self.plan.transitions.append((None, lifecycle.INITIAL))
             if self.spec is not None:  # requests made before the item was accepted are part of it
                 self.status.observed_retry_request = self.spec.retry_request
                 self.status.observed_wake_request = self.spec.wake_request

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from market_spine.core.lifecycle import INITIAL
 from market_spine.core.states import WorkState
 
 NAMING_CONVENTION = {
@@ -55,7 +56,7 @@ core_work_items = Table(
     Column("pipeline", Text, nullable=False),
     Column("partition_key", Text, nullable=False, comment="Canonical JSON (sorted keys) of the partition."),
     Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("state", Text, nullable=False, server_default=WorkState.PENDING.value),
+    Column("state", Text, nullable=False, server_default=INITIAL.value),  # a new item, as core.lifecycle says
     Column("priority", Integer, nullable=False, server_default="100"),
     Column("desired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("attempt_count", Integer, nullable=False, server_default="0"),

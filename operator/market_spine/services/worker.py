@@ -335,37 +335,33 @@ class Worker:
         output = repo.stage_output(conn, record, stage.value, attempt.execution) if stage else None
         if output is None:
             return  # not the stage's last transaction: it only had to be the item's attempt still
-        capture, rows = output
+        attempt.ended = self._complete(conn, record, attempt, *output)
+
+    def _complete(
+        self, conn: Connection, current: repo.WorkItemRecord, attempt: Attempt, capture: str, rows: int
+    ) -> Carried:
+        """End the attempt as succeeded (``lifecycle.succeeded``), in the caller's transaction."""
         now = self.clock()
         decision = lifecycle.succeeded(
-            record.item(),
+            current.item(),
             now=now,
             execution=attempt.execution,
             capture_id=capture,
-            read_upstream=attempt.record.upstream_execution_id,
+            read_upstream=attempt.record.upstream_execution_id,  # what it read: the item as claimed
         )
-        attempt.ended = carry_out(conn, record, decision, now=now)
-        repo.upsert_execution(conn, _rows(record, attempt.execution, rows))
+        carried = carry_out(conn, current, decision, now=now)
+        repo.upsert_execution(conn, _rows(current, attempt.execution, rows))
+        return carried
 
     def _succeeded(self, attempt: Attempt, result: StageResult) -> AttemptOutcome:
-        record = attempt.record
         carried = attempt.ended
         if carried is None:  # a stage that wrote no manifest row: end the attempt now
-            now = self.clock()
             with self.engine.begin() as conn:
-                current = repo.lock_attempt(conn, record.id, attempt.execution)
+                current = repo.lock_attempt(conn, attempt.record.id, attempt.execution)
                 if current is None:
                     return self._taken_away(attempt)
-                decision = lifecycle.succeeded(
-                    current.item(),
-                    now=now,
-                    execution=attempt.execution,
-                    capture_id=result.capture_id,
-                    read_upstream=record.upstream_execution_id,
-                )
-                carried = carry_out(conn, current, decision, now=now)
-                repo.upsert_execution(conn, _rows(current, attempt.execution, result.row_count))
-        return outcome_of(record, carried, result=result)
+                carried = self._complete(conn, current, attempt, result.capture_id, result.row_count)
+        return outcome_of(attempt.record, carried, result=result)
 
     def _failed(self, attempt: Attempt, exc: Exception) -> AttemptOutcome:
         if attempt.stop_event.is_set() or isinstance(exc, AttemptStopped):
