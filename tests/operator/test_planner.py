@@ -114,7 +114,7 @@ def test_waits_for_a_slot() -> None:
     plan = step(observe(may_start=False))
     assert plan.state is WorkState.PENDING and plan.wants_slot and plan.create_job is None
     assert cond(plan.status, ConditionType.WAITING) == ("True", "ConcurrencyLimit")
-    assert core.wants_to_start(observe(plan.status), TIMING)
+    assert core.plan(observe(plan.status, may_start=True), TIMING).create_job is not None  # due, given a slot
 
 
 def test_default_backoff_is_five_minutes_after_a_503() -> None:

@@ -138,12 +138,6 @@ class Plan:
         return self.status.state
 
 
-def wants_to_start(obs: Observation, timing: Timing) -> bool:
-    """Would this item start an attempt now if a slot were free? (Asked before granting a slot;
-    answered by planning with one, so the answer follows every rule the plan follows.)"""
-    return plan(replace(obs, may_start=True), timing).create_job is not None
-
-
 def item_of(
     name: str, spec: WorkItemResourceSpec | None, status: WorkItemStatus, upstream: str | None
 ) -> lifecycle.Item:

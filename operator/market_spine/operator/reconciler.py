@@ -426,13 +426,16 @@ class Reconciler:
             job=job,
             spec_error=view.spec_error,
             pipeline_error=pipeline_error,
-            may_start=False,
             duplicate_of=self._duplicate_of(record),
             upstream=view.upstream,
         )
-        if view.spec is not None and core.wants_to_start(obs, self.timing):
-            obs = replace(obs, may_start=self.admission.request(key, view.spec.pipeline, self._order(record)))
+        # Plan as if a concurrency slot were free; only a plan that starts an attempt needs one,
+        # and if none is granted, plan again without (the item waits, ConcurrencyLimit).
         plan = core.plan(obs, self.timing, self.options.rng)
+        spec = view.spec
+        if plan.create_job and spec and not self.admission.request(key, spec.pipeline, self._order(record)):
+            obs = replace(obs, may_start=False)
+            plan = core.plan(obs, self.timing, self.options.rng)
         await self._execute(view, obs, plan, signature)
 
     def _duplicate_of(self, record: ItemRecord) -> str | None:

@@ -176,7 +176,16 @@ class Worker:
         def loop() -> None:
             try:
                 while not stop.is_set() and not self._stopping.is_set():
-                    outcome = self.run_once()
+                    try:
+                        outcome = self.run_once()
+                    except Exception:
+                        if poll_seconds is None:
+                            raise
+                        # A long-running worker outlives a bug too: the attempt it was ending is
+                        # reaped when its lease runs out; it says so and goes on.
+                        log.exception("worker %s: unexpected error; going on", self.worker_id)
+                        stop.wait(poll_seconds)
+                        continue
                     if outcome is not None:
                         with self._lock:
                             report.outcomes.append(outcome)
