@@ -217,6 +217,8 @@ def test_an_attempt_past_its_deadline_fails_with_deadline_exceeded_and_writes_no
 def test_two_workers_on_one_queue_run_every_attempt_once(engine: Engine, workers: Workers, tmp_path: Path) -> None:
     first = workers.start(*POLL, "--concurrency", "2", **FAST)
     second = workers.start(*POLL, "--concurrency", "2", **FAST)
+    for worker in (first, second):  # both compete for the queue from its first item
+        wait_for(lambda w=worker: "polling every" in w.output(), what="the worker to start polling")
     partitions = [(Tier.OTC, WEEK), (Tier.OTC, date(2025, 11, 17)), (Tier.NMS_TIER_2, WEEK), (Tier.NMS_TIER_1, WEEK)]
     sizes = {}
     for tier, week in partitions:
