@@ -431,7 +431,13 @@ class _Planner:
         self.attempt_failed(JOB_FAILED, f"{code}{detail}", retryable=job.retryable)
 
     def lost(self, reason: str, message: str, *, stop: bool) -> None:
-        self.attempt_failed(reason, message, retryable=True, stop=stop)
+        """The attempt's Job is gone or never ran: ``lifecycle.lost``, retried like any failure
+        (unless the item itself became invalid meanwhile, when no attempt could succeed)."""
+        if self.spec is None or self.invalid() is not None:
+            self.attempt_failed(reason, message, retryable=False, stop=stop)
+            return
+        message = _clip(message) or reason
+        self.failed(lifecycle.lost(self.item(), now=self.now, reason=reason, message=message, stop=stop, rng=self.rng))
 
     def attempt_failed(self, reason: str, message: str, *, retryable: bool, stop: bool = False) -> None:
         message = _clip(message) or reason
@@ -451,6 +457,11 @@ class _Planner:
             context = f"attempt {self.status.attempts} failed; the spec no longer validates ({reason}): {message}"
             tell = Note("Warning", "Failed", f"{context}; fix the spec, then delete the work item and enqueue it again")
             decision = replace(decision, effects=(*(e for e in decision.effects if not isinstance(e, Note)), tell))
+        self.failed(decision)
+
+    def failed(self, decision: Decision) -> None:
+        """Carry out a failed (or lost) attempt's decision, and what waits on it: the wake-up, the
+        Waiting or Failed condition."""
         item = self.apply(decision)
         if item.state is WorkState.RETRY_WAIT:
             assert item.next_attempt_at is not None
@@ -458,7 +469,7 @@ class _Planner:
             self.plan.wake_at = item.next_attempt_at
             self.waiting = ("Backoff", f"attempt {item.attempts + 1} is due at {item.next_attempt_at.isoformat()}")
         else:
-            self.failure = (reason, message)
+            self.failure = (item.reason or "Failed", item.message or "")
 
     def end_attempt(self, outcome: AttemptOutcome, reason: str | None, error: str | None) -> AttemptRecord | None:
         record = self.current_record()
