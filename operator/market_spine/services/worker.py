@@ -23,7 +23,7 @@ Guarantees, and how:
   and the chain, in the same transaction), so data and state commit together or not at all.
   When the heartbeat finds the lease taken away, it stops the attempt: its next statement
   raises, and its running one is cancelled (``pg_cancel_backend``).
-* **SIGTERM** (:meth:`Worker.stop`): no new claims; running attempts get ``grace_seconds`` to
+* **SIGTERM** (``stop`` set while serving): no new claims; running attempts get ``grace_seconds`` to
   finish, then are given back (``lifecycle.released``: PENDING again, the attempt not counted).
 * **Database outages** are waited out with backoff, never a reason to exit: a failure that could
   not be recorded is recorded when the database is back, unless the attempt was ended meanwhile.
@@ -109,6 +109,7 @@ class Attempt:
     stop_event: threading.Event = field(default_factory=threading.Event)
     stopped_because: str | None = None
     ended: Carried | None = None  # set by the fence when the stage's transaction ended the attempt
+    given_back: bool = False  # released by a stopping worker
 
     @property
     def application_name(self) -> str:
@@ -142,13 +143,16 @@ class Worker:
 
     def run_once(self) -> AttemptOutcome | None:
         """End overdue attempts of any worker, then claim and run one attempt; None when nothing
-        is runnable now. Outcomes of attempts ended here go to ``on_outcome`` too."""
+        is runnable now (or the worker is stopping). Outcomes of attempts ended here go to
+        ``on_outcome`` too."""
         for outcome in self._retrying(self._reap):
             self._tell(outcome)
         attempt = self._retrying(self._claim)
         if attempt is None:
             return None
         outcome = self._run(attempt)
+        if attempt.given_back:  # the worker is stopping, and reported it when it gave it back
+            return None
         self._tell(outcome)
         return outcome
 
@@ -159,10 +163,6 @@ class Worker:
     def run_forever(self, concurrency: int, poll_seconds: float, stop: threading.Event) -> WorkerReport:
         """Run attempts, polling every ``poll_seconds`` when idle, until ``stop`` is set."""
         return self._serve(concurrency, poll_seconds, stop)
-
-    def stop(self) -> None:
-        """Claim nothing more (running attempts go on; see :meth:`_serve` for the grace period)."""
-        self._stopping.set()
 
     def _tell(self, outcome: AttemptOutcome) -> None:
         if self.on_outcome:
@@ -481,6 +481,7 @@ class Worker:
                 now = self.clock()
                 decision = lifecycle.released(current.item(), now=now, execution=attempt.execution, message=because)
                 carried = carry_out(conn, current, decision, now=now)
+                attempt.given_back = True
         except (*UNAVAILABLE, ChangedMeanwhile) as exc:  # its lease runs out instead; a reaper decides
             log.warning("could not give back %s: %s", attempt.record.ref, first_line(exc))
             return None
