@@ -3,22 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
 from market_spine.db import migrate
-from market_spine.db.engine import make_engine
-
-
-@pytest.fixture
-def empty_engine(blank_database_url: str) -> Iterator[Engine]:
-    engine = make_engine(blank_database_url)
-    yield engine
-    engine.dispose()
-
 
 OLD_OTC = "finra.otc_transparency:OTC:2025-12-15:20251216"  # the file published 2025-12-15
 OLD_OTC_CORRECTION = "finra.otc_transparency:OTC:2025-12-19:20251219"  # a correction day, same week

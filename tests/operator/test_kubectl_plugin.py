@@ -1,7 +1,8 @@
 """``kubectl spine`` (issue 10, acceptance criterion 4): the real ``kubectl`` finds the installed
 ``kubectl-spine`` on PATH and runs it as a plugin against a real API server, in the namespace of the
 kubeconfig's current context (or ``-n``): ``get`` lists the SpineWorkItems, ``retry`` raises the
-admin retry the real operator acts on, ``cancel``, ``describe`` and ``wake`` do what they say.
+admin retry the real operator acts on, ``wake`` runs a waiting item now through the operator, and
+``cancel`` and ``describe`` do what they say.
 
 These need a real API server (the emulator proves nothing kubectl would do): they skip without one.
 """
@@ -130,7 +131,9 @@ def test_retry_sets_the_admin_retry_the_operator_acts_on(
 
     # By pipeline, week (any day of it) and tier, as `spine work cancel` names it.
     cancelled = plugin("cancel", INGEST, "--week", "2025-11-14", "--tier", "OTC")
-    assert cancelled.stdout.endswith(": CANCELLED\n")
+    assert cancelled.stdout.endswith(
+        ": CANCELLED; its running attempt is being stopped and nothing it writes is kept\n"
+    ), cancelled.stdout
     assert ns.item(name)["spec"]["cancel"] is True
     ns.wait_state(name, "CANCELLED")
 
@@ -213,21 +216,22 @@ def test_kubectl_flags_may_come_anywhere_after_the_plugins_name() -> None:
     assert hoist_flags(["backfill", "p", "--", "-n", "x"]) == ["backfill", "p", "--", "-n", "x"]
 
 
-def test_wake_is_spine_work_wake_and_says_so_while_spine_has_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_wake_runs_a_waiting_item_now_through_the_operator(
+    plugin: Plugin, ns: Namespace, operator: OperatorProcess, jobs: JobController
 ) -> None:
-    from market_spine.cli import kubectl
-    from market_spine.cli.main import command
+    name = ns.enqueue(spec(maxAttempts=3, retry={"backoffSeconds": 3600, "maxBackoffSeconds": 3600}))  # the next attempt an hour away
+    ns.wait_state(name, "RUNNING")
+    jobs.fail(f"{name}-a1", message="SourceUnavailable: FINRA did not answer", exit_code=5)
+    ns.wait_state(name, "RETRY_WAIT")
 
-    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "config")))
-    forwarded: list[tuple[tuple[str, ...], list[str]]] = []
-    monkeypatch.setattr(kubectl, "run_cli", lambda argv, path, who: forwarded.append((tuple(path), argv)) or 0)
-    code = kubectl.run(["wake", INGEST, "--week", "2025-11-10", "--tier", "OTC"])
-    if "wake" in command().commands["work"].commands:
-        assert (code, forwarded) == (0, [(("work", "wake"), [INGEST, "--week", "2025-11-10", "--tier", "OTC"])])
-    else:
-        assert (code, forwarded) == (2, [])
-        assert capsys.readouterr().err == (
-            "kubectl spine: error: this spine has no `spine work wake` yet, so the item cannot be woken early; "
-            f"it runs at its next attempt time (see: kubectl spine describe {INGEST} --week 2025-11-10 --tier OTC)\n"
-        )
+    done = plugin("wake", name)
+    assert done.stdout.startswith(f'{INGEST} {{"tier":"OTC","week":"2025-11-10"}}: ')
+    assert ns.item(name)["spec"]["wakeRequest"] == 1
+    status = ns.wait_state(name, "RUNNING")  # the operator acted on it now, not in an hour
+    assert (status.attempts, status.current_job) == (2, f"{name}-a2")
+
+    again = plugin("wake", name, check=False)  # running, not waiting: refused in words
+    assert again.returncode == 2
+    assert again.stderr == (
+        f"kubectl spine: error: can't wake {INGEST} --week 2025-11-10 --tier OTC: attempt 2 is running now\n"
+    )

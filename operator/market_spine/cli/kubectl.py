@@ -24,7 +24,6 @@ runs the ``spine`` command that does the work, so output, errors and exit codes 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -34,7 +33,6 @@ import typer.main
 
 from market_spine.cli import context
 from market_spine.cli.helptext import plain_metavars
-from market_spine.cli.main import command as spine_command
 from market_spine.cli.main import invoke, run_cli
 from market_spine.cli.output import Format, emit, timestamp
 from market_spine.config import load_settings
@@ -172,7 +170,7 @@ def _events(namespace: str, name: str) -> list[dict[str, Any]]:
 
 def print_description(obj: dict[str, Any], events: Sequence[dict[str, Any]], namespace: str) -> None:
     """What ``describe`` prints: ``Field: value`` lines (never cut), then tables."""
-    item = KubeWorkItem.from_object(obj)
+    item = KubeWorkItem.from_object(obj, context.utcnow())
     spec = WorkItemResourceSpec.model_validate(obj.get("spec") or {})
     status = WorkItemStatus.model_validate(obj.get("status") or {})
     state = item.state
@@ -266,11 +264,6 @@ def wake(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
     """Run an item waiting in RETRY_WAIT now (spine work wake)."""
     target()
     args = _item_args(item, week, tier)
-    if "wake" not in spine_command().commands["work"].commands:
-        raise UsageError(
-            "this spine has no `spine work wake` yet, so the item cannot be woken early; "
-            f"it runs at its next attempt time (see: {WHO} describe {shlex.join(_as_given(item, week, tier))})"
-        )
     _spine(("work", "wake"), args)
 
 
