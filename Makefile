@@ -23,7 +23,7 @@ endif
 .PHONY: help install demo test test-slow test-fast lint typecheck layers bench chart-test e2e helm k8s-assets clean
 
 help:
-	@echo "make demo        run the main job: real FINRA weeks through the local work queue (embedded PostgreSQL)"
+	@echo "make demo        run the main job: real FINRA weeks through the local work queue, in spine's database"
 	@echo "make test        run the test suite (embedded PostgreSQL, a real kube-apiserver, Helm); not the slow suites"
 	@echo "make test-slow   the slow suites (Helm end to end on the real control plane, bursts); CI runs them"
 	@echo "make lint        ruff"
@@ -32,6 +32,7 @@ help:
 	@echo "make chart-test  helm lint/template + manifest validation + chart policy tests"
 	@echo "make bench       benchmarks (ratios against baselines measured in the same run)"
 	@echo "make e2e         kind end-to-end suite (needs Docker and kind; skips otherwise)"
+	@echo "make clean       stop the embedded PostgreSQL and delete .venv and caches (your data stays: spine db reset)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,5 +86,15 @@ e2e: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,e2e]'
 	$(BIN)/pytest -m e2e tests/e2e -p no:cacheprovider $(PYTEST_ARGS)
 
+# The embedded PostgreSQL runs from binaries inside .venv: deleting them under a running server
+# leaves it unable to stop cleanly. So `clean` stops spine's own server first (its data stays, in the
+# per-user data folder), and refuses while anything else still runs from .venv (a test session's
+# server, say), naming it.
 clean:
+	@if [ -x $(BIN)/spine ]; then SPINE_DATABASE_URL= $(BIN)/spine db stop 2>/dev/null || true; fi
+	@pids=$$(for p in /proc/[0-9]*; do case "$$(readlink $$p/exe 2>/dev/null)" in \
+	    "$(CURDIR)/$(VENV)/"*) echo $${p#/proc/};; esac; done); \
+	if [ -n "$$pids" ]; then \
+	    echo "make clean: these processes run from $(VENV); stop them first (nothing deleted):" >&2; \
+	    ps -o pid=,args= -p "$$(echo $$pids | tr ' ' ,)" >&2; exit 1; fi
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ tests never see each other's rows and never pay for migrations more than once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -63,18 +64,34 @@ def _template(pg_admin_url: str) -> str:
     return TEMPLATE
 
 
+@contextlib.contextmanager
+def _scratch_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """A database of its own for one test (a copy of ``template``, or empty), dropped afterwards."""
+    name = f"spine_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    clause = f' TEMPLATE "{template}"' if template else ""
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+    try:
+        yield _with_database(admin_url, name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
 def database_url(pg_admin_url: str, _template: str) -> Iterator[str]:
     """A fresh database, migrated to head, for one test."""
-    name = f"spine_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"'))
-    url = _with_database(pg_admin_url, name)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _scratch_database(pg_admin_url, _template) as url:
+        yield url
+
+
+@pytest.fixture
+def blank_database_url(pg_admin_url: str) -> Iterator[str]:
+    """An empty database (no schema at all): for migrations and the chart's migration hook."""
+    with _scratch_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from market_spine.errors import UsageError
@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     backend: Backend = Backend.LOCAL
     namespace: str = Field("default", description="Namespace of SpineWorkItems (kubernetes backend).")
     kubeconfig: Path | None = Field(None, description="Kubeconfig for the kubernetes backend; in-cluster if unset.")
+    kube_context: str | None = Field(None, description="Context of the kubeconfig to use; its current one if unset.")
+    worker_lease_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="Local worker: a claim's lease; the heartbeat renews it every third of it, and an attempt "
+        "whose lease ran out (its worker died or lost the database) is lost and retried.",
+    )
+    worker_grace_seconds: float = Field(
+        30.0, ge=0, le=3600, description="Local worker: on SIGTERM, how long running attempts may still finish."
+    )
 
     # --- FINRA ----------------------------------------------------------------------------
     finra_api_url: str = Field("https://api.finra.org", description="Base URL of FINRA's Query API or a mirror.")
@@ -70,7 +81,9 @@ class Settings(BaseSettings):
     job_service_account: str | None = None
     job_ttl_seconds: int = Field(86_400, ge=0)
     job_start_timeout_seconds: int = Field(600, ge=1)
-    default_active_deadline_seconds: int = Field(3600, ge=1)
+    default_active_deadline_seconds: int = Field(
+        3600, ge=1, description="Per-attempt deadline when a work item sets none (a Job's, or a local attempt's)."
+    )
     max_running: int = Field(10, ge=1, description="Global limit of running Jobs.")
     max_running_per_pipeline: int = Field(5, ge=1)
     resync_interval_seconds: float = Field(300.0, gt=0)
@@ -104,5 +117,12 @@ def check_retired_settings(environ: Mapping[str, str] | None = None) -> None:
 
 
 def load_settings() -> Settings:
+    """The settings from the environment; a retired or invalid ``SPINE_*`` value is a
+    :class:`UsageError` naming the variable (one line, exit code 2), never a pydantic traceback."""
     check_retired_settings()
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SPINE_" + "_".join(str(p) for p in first.get("loc", ())[:1]).upper()
+        raise UsageError(f"{name} is invalid: {first.get('msg')}") from None

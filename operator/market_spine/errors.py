@@ -65,6 +65,11 @@ class NotFound(SpineError):
     exit_code = 6
 
 
+class ChangedMeanwhile(SpineError):
+    """A work item was written by someone else between reading and writing it (retryable: read it
+    again and decide again). Commands re-read a few times before they report it."""
+
+
 def _all_errors(cls: type[SpineError]) -> list[type[SpineError]]:
     return [cls, *(sub for child in cls.__subclasses__() for sub in _all_errors(child))]
 

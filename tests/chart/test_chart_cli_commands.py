@@ -97,7 +97,8 @@ def test_parser_rejects_a_bad_invocation() -> None:
 
 
 DOCS = ("docs/ops/install.md", "docs/ops/alerts.md", "helm/market-spine/README.md")
-_COMMAND = re.compile(r"(?:^|(?<=[\s`(]))spine ([a-z][^`#\n]*)")
+# `spine …`, but not `kubectl spine …` (the kubectl plugin, checked by tests/docs/test_doc_commands.py).
+_COMMAND = re.compile(r"(?:^|(?<=[\s`(]))(?<!kubectl )spine ([a-z][^`#\n]*)")
 
 
 def doc_commands(text: str) -> list[str]:

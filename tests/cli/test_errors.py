@@ -177,3 +177,32 @@ def test_every_kind_of_error_has_its_own_exit_code() -> None:
     own = [e for e in _all_errors(SpineError) if "exit_code" in vars(e)]
     codes = [e.exit_code for e in own]
     assert len(codes) == len(set(codes)), {e.__name__: e.exit_code for e in own}
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-08", "0001-03-05"])
+def test_doctor_as_of_at_the_start_of_the_calendar_is_a_usage_error(spine: Spine, as_of: str) -> None:
+    result = spine("doctor", "finra.otc_transparency", "--as-of", as_of)
+    assert result.code == 2  # could not check
+    _one_line_error(result.err, f"--as-of {as_of} is too close to the ends of the calendar (years 1 to 9999)")
+
+
+def test_an_unusable_data_directory_is_one_line_with_exit_code_2(
+    spine: Spine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SPINE_DATABASE_URL")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    someone_elses = tmp_path / "photos"
+    someone_elses.mkdir()
+    (someone_elses / "holiday.jpg").write_bytes(b"\xff\xd8")
+    cases = {
+        a_file: "is a file, not a folder",
+        a_file / "pgdata": "cannot be created: ",
+        someone_elses: "holds other files, not a PostgreSQL data folder",
+    }
+    for folder, fragment in cases.items():
+        monkeypatch.setenv("SPINE_DATA_DIR", str(folder))
+        result = spine("work", "list")
+        assert result.code == 2, result.err
+        _one_line_error(result.err, f"the embedded PostgreSQL's data folder {folder} (SPINE_DATA_DIR)", fragment)
+    assert sorted(p.name for p in someone_elses.iterdir()) == ["holiday.jpg"]  # left as it was

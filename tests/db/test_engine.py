@@ -139,3 +139,30 @@ def test_commands_refuse_an_unmigrated_database_with_a_retryable_error(
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_concurrent_first_commands_on_a_fresh_data_folder_all_succeed(tmp_path: Path) -> None:
+    """Four commands started together on a data folder that does not exist yet: one initializes and
+    starts the server, all of them find (or create) the `spine` database, none fails on the race."""
+    import os
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "fresh"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPINE_")}
+    env |= {"SPINE_DATA_DIR": str(data_dir), "SPINE_BACKEND": "local"}
+    spine_bin = str(Path(sys.executable).parent / "spine")
+    try:
+        started = [
+            subprocess.Popen(
+                [spine_bin, "work", "list", "--format", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(4)
+        ]
+        results = [(p.wait(180), *(s.decode() for s in p.communicate())) for p in started]
+    finally:
+        stop_embedded(data_dir)
+    for code, out, err in results:
+        assert code == 0, err
+        assert out.strip() == "[]"
+        assert "Traceback" not in err

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import typer
 
+from market_spine.cli import kubectl as kubectl_plugin
 from market_spine.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +46,9 @@ class DocCommand:
     path: Path
     line: int  # 1-based line of the command's first line
     text: str  # as written, continuation lines joined
-    argv: tuple[str, ...]  # the words after `spine`
+    argv: tuple[str, ...]  # the words after `spine` (or `kubectl spine`)
     problem: str | None = None  # why the line could not even be split into words
+    program: str = "spine"  # or "kubectl spine", the kubectl plugin
 
     def where(self) -> str:
         return f"{self.path.relative_to(ROOT).as_posix()}:{self.line}"
@@ -195,6 +197,16 @@ def spine_argv(words: list[str]) -> tuple[str, ...] | None:
     return None
 
 
+def plugin_argv(words: list[str]) -> tuple[str, ...] | None:
+    """The arguments after ``kubectl spine`` if ``words`` run the kubectl plugin, else None."""
+    position = 0
+    while position < len(words) and (ASSIGNMENT.match(words[position]) or words[position] in PREFIX_WORDS):
+        position += 1
+    if words[position : position + 2] == ["kubectl", "spine"]:
+        return tuple(words[position + 2 :])
+    return None
+
+
 def extract_commands(path: Path, text: str | None = None) -> list[DocCommand]:
     text = path.read_text(encoding="utf-8") if text is None else text
     found: list[DocCommand] = []
@@ -226,6 +238,8 @@ def extract_commands(path: Path, text: str | None = None) -> list[DocCommand]:
             argv = spine_argv(words)
             if argv is not None:
                 found.append(DocCommand(path, number, command, argv))
+            elif (plugin := plugin_argv(words)) is not None:
+                found.append(DocCommand(path, number, command, plugin, program="kubectl spine"))
     return found
 
 
@@ -259,10 +273,31 @@ def _parse(command: Any, name: str, args: list[str], parent: Any) -> None:
     _parse(sub, sub_name, sub_args, ctx)
 
 
-def parse_error(argv: tuple[str, ...] | list[str]) -> str | None:
+@cache
+def plugin_command() -> Any:
+    return kubectl_plugin.command()
+
+
+def plugin_parse_error(argv: tuple[str, ...] | list[str]) -> str | None:
+    """None if ``kubectl spine *argv`` parses (flags anywhere, as the plugin takes them), else
+    why not; a verb that hands its arguments to a spine command has them parsed as that command's."""
+    args = kubectl_plugin.hoist_flags(argv)
+    error = parse_error(args, plugin_command(), "kubectl spine")
+    if error:
+        return error
+    rest = [word for word in args if word not in kubectl_plugin.GLOBAL_FLAGS]
+    rest = [w for i, w in enumerate(rest) if i == 0 or rest[i - 1] not in kubectl_plugin.GLOBAL_FLAGS]
+    verb = next((w for w in rest if not w.startswith("-")), None)
+    forwarded = {"backfill": ["work", "backfill"], "doctor": ["doctor"]}
+    if verb in forwarded:
+        return parse_error([*forwarded[verb], *rest[rest.index(verb) + 1 :]])
+    return None
+
+
+def parse_error(argv: tuple[str, ...] | list[str], root: Any = None, name: str = "spine") -> str | None:
     """None if ``spine *argv`` parses, else why not (the CLI's own message)."""
     try:
-        _parse(root_command(), "spine", list(argv), None)
+        _parse(root or root_command(), name, list(argv), None)
     except Exception as exc:  # click's and Typer's vendored click's exceptions differ in type
         kind = type(exc).__name__
         if kind == "Exit" and getattr(exc, "exit_code", 1) == 0:  # --help, --version
@@ -280,6 +315,8 @@ def check(command: DocCommand) -> str | None:
     placeholder = PLACEHOLDER.search(command.text)
     if placeholder:
         return f"placeholder {placeholder.group()} instead of a real value"
+    if command.program == "kubectl spine":
+        return plugin_parse_error(command.argv)
     return parse_error(command.argv)
 
 
@@ -298,7 +335,8 @@ def test_readme_commands_are_found() -> None:
     commands = extract_commands(README)
     assert len(commands) >= 10
     assert any(c.argv[:1] == ("doctor",) for c in commands)
-    assert all(c.text.startswith("spine ") for c in commands)
+    assert all(re.match(r"([A-Z_]+=\S* )*(\.venv/bin/)?spine |kubectl spine ", c.text) for c in commands)
+    assert any(c.program == "kubectl spine" for c in commands)
 
 
 def _documentation_section(text: str) -> str:

@@ -31,16 +31,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from market_spine.core.partitions import Tier
 from market_spine.core.resource import LABEL_WORK_ITEM
@@ -67,19 +64,6 @@ INGEST = "finra.otc_transparency.ingest_week"
 
 def step(message: str) -> None:
     print(f"[helm e2e {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
-
-
-@pytest.fixture
-def blank_database_url(pg_admin_url: str) -> Iterator[str]:
-    """An empty database (no schema): the chart's migration hook has to create it."""
-    name = f"spine_helm_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 class Helm:

@@ -50,7 +50,7 @@ def test_retry_and_cancel_follow_the_state_machine(ns: Namespace) -> None:
     q = queue(ns)
     q.enqueue(spec())
     partition = FinraPartition(week="2025-12-15", tier="OTC")  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="cannot admin_retry a work item in state PENDING"):
+    with pytest.raises(UsageError, match=r"^can't retry .*: it is waiting to run already, with its attempts unused$"):
         q.retry(INGEST, partition)
     name = spec().name
     status_path = f"/apis/spine.marketspine.io/v1/namespaces/{ns.name}/spineworkitems/{name}/status"
@@ -65,7 +65,13 @@ def test_retry_and_cancel_follow_the_state_machine(ns: Namespace) -> None:
     cancelled = q.cancel(INGEST, partition)
     assert cancelled.state is WorkState.CANCELLED
     assert ns.item(name)["spec"]["cancel"] is True
-    with pytest.raises(UsageError, match="cannot admin_retry a work item in state CANCELLED"):
-        q.retry(INGEST, partition)
+    # A retry re-opens a CANCELLED item: it clears spec.cancel and asks for a retry once more.
+    reopened = q.retry(INGEST, partition)
+    assert reopened.state is WorkState.PENDING
+    assert ns.item(name)["spec"]["cancel"] is False and ns.item(name)["spec"]["retryRequest"] == 6
+    with pytest.raises(UsageError, match=r"^can't wake .*: it is not waiting for a retry; it runs as soon as"):
+        q.wake(INGEST, partition)
+    with pytest.raises(UsageError, match=r"^can't dismiss .*: only a FAILED item can be; it has not failed"):
+        q.dismiss(INGEST, partition, "typo")
     with pytest.raises(NotFound):
         q.retry(INGEST, FinraPartition(week="2025-12-08", tier="OTC"))  # type: ignore[arg-type]

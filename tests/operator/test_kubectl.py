@@ -107,9 +107,9 @@ def test_get_wide_describe_and_explain(
     assert row[6] == ns.item(name)["status"]["nextAttemptAt"]
 
     wide = kubectl("get", "swi", "-o", "wide").stdout.splitlines()
-    assert re.split(r"\s{2,}", wide[0].strip())[-4:] == ["PRIORITY", "JOB", "READY", "LAST ERROR"]
-    assert re.split(r"\s{2,}", wide[1].strip())[-4:] == [
-        "100", f"{name}-a1", "False", "exit code 5: SourceUnavailable: FINRA API answered 503 3 times",
+    assert re.split(r"\s{2,}", wide[0].strip())[-5:] == ["PRIORITY", "JOB", "READY", "REASON", "LAST ERROR"]
+    assert re.split(r"\s{2,}", wide[1].strip())[-5:] == [
+        "100", f"{name}-a1", "False", "JobFailed", "exit code 5: SourceUnavailable: FINRA API answered 503 3 times",
     ]  # fmt: skip
 
     described = kubectl("describe", "swi", name).stdout
@@ -121,6 +121,7 @@ def test_get_wide_describe_and_explain(
     assert "The partition to process: one FINRA trading week of one tier. Immutable." in explained
     assert "tier" in explained and "week" in explained
     assert "DESCRIPTION" in kubectl("explain", "spineworkitem.status.nextAttemptAt").stdout
+    assert "run a RETRY_WAIT work item" in " ".join(kubectl("explain", "swi.spec.wakeRequest").stdout.split())
 
 
 def test_deleting_a_work_item_garbage_collects_its_jobs_and_pods(

@@ -114,7 +114,7 @@ def test_waits_for_a_slot() -> None:
     plan = step(observe(may_start=False))
     assert plan.state is WorkState.PENDING and plan.wants_slot and plan.create_job is None
     assert cond(plan.status, ConditionType.WAITING) == ("True", "ConcurrencyLimit")
-    assert core.wants_to_start(observe(plan.status))
+    assert core.plan(observe(plan.status, may_start=True), TIMING).create_job is not None  # due, given a slot
 
 
 def test_default_backoff_is_five_minutes_after_a_503() -> None:
@@ -259,12 +259,61 @@ def test_admin_retry_reopens_failed_with_a_fresh_budget_and_new_job_names() -> N
     assert plan.notes[0].reason == "RetryRequested"
 
 
-def test_admin_retry_is_ignored_while_running_and_refused_when_cancelled() -> None:
+def test_admin_retry_is_ignored_while_running_and_reopens_a_cancelled_item() -> None:
     plan = step(observe(running(), spec=spec(retryRequest=1)))
     assert plan.state is WorkState.RUNNING and plan.notes[0].reason == "RetryIgnored"
+    assert "can't retry" in plan.notes[0].message and "`spine work cancel " in plan.notes[0].message
     cancelled = core.plan(observe(spec=spec(cancel=True)), TIMING).status
-    refused = step(observe(cancelled, spec=spec(cancel=True, retryRequest=1)))
-    assert refused.state is WorkState.CANCELLED and refused.notes[0].type == "Warning"
+    # `spine work retry` clears spec.cancel and raises retryRequest: the item runs again.
+    reopened = core.plan(observe(cancelled, spec=spec(retryRequest=1), may_start=False), TIMING)
+    assert reopened.transitions == [(WorkState.CANCELLED, WorkState.PENDING)]
+    assert reopened.notes[0].reason == "RetryRequested" and reopened.status.completed_at is None
+    # Raised by hand with spec.cancel still true, the cancel wins again: asked together, both end CANCELLED.
+    again = core.plan(observe(cancelled, spec=spec(cancel=True, retryRequest=1)), TIMING)
+    assert again.state is WorkState.CANCELLED and again.create_job is None
+
+
+def test_wake_request_runs_a_retry_wait_item_now_and_is_ignored_otherwise() -> None:
+    waiting = fail(running())
+    assert waiting.state is WorkState.RETRY_WAIT and waiting.next_attempt_at == T0 + timedelta(minutes=5)
+    woken = step(observe(waiting, spec=spec(wakeRequest=1)))
+    assert woken.transitions[:2] == [(WorkState.RETRY_WAIT, WorkState.PENDING), (WorkState.PENDING, WorkState.RUNNING)]
+    assert woken.notes[0].reason == "WakeRequested" and woken.status.attempts == 2
+    assert woken.status.observed_wake_request == 1
+    ignored = step(observe(woken.status, spec=spec(wakeRequest=2)))
+    assert ignored.state is WorkState.RUNNING and ignored.notes[0].reason == "WakeIgnored"
+    assert ignored.notes[0].message.startswith("can't wake finra.otc_transparency.ingest_week --week 2025-12-15")
+
+
+def test_dismiss_request_moves_failed_to_cancelled_with_its_reason() -> None:
+    failed = fail(running(), exit_code=2, retryable=False)
+    plan = step(observe(failed, spec=spec(dismissRequest=1, dismissReason="a typo: week 9999")))
+    assert plan.transitions == [(WorkState.FAILED, WorkState.CANCELLED)]
+    assert (plan.status.reason, plan.status.message) == ("Dismissed", "dismissed: a typo: week 9999")
+    assert cond(plan.status, ConditionType.READY) == ("False", "Dismissed")
+    assert cond(plan.status, ConditionType.FAILED) == ("False", "NotFailed")
+    refused = step(observe(running(), spec=spec(dismissRequest=1)))
+    assert refused.state is WorkState.RUNNING and refused.notes[0].reason == "DismissIgnored"
+
+
+def test_a_success_on_an_input_the_chain_replaced_meanwhile_runs_again() -> None:
+    chained = spec(pipeline="finra.otc_transparency.normalize_week", params={"capture_id": "c1"}, chain=True)
+    status = core.plan(observe(spec=chained, upstream="ingest-run-1"), TIMING).status
+    assert status.history[-1].upstream_execution == "ingest-run-1"
+    job = core.JobObservation(name=status.current_job or "", exists=True, started=True, succeeded=True, capture_id="c1")
+    # The upstream ran again while this attempt ran: the chain pointed the item at its output.
+    plan = core.plan(observe(status, spec=chained, upstream="ingest-run-2", job=job), TIMING)
+    assert plan.transitions == [
+        (WorkState.RUNNING, WorkState.COMPLETE),
+        (WorkState.COMPLETE, WorkState.PENDING),
+        (WorkState.PENDING, WorkState.RUNNING),  # at once, on the new input
+    ]
+    assert plan.chain is None  # a stale result is not chained onwards
+    assert [n.reason for n in plan.notes] == ["Completed", "UpstreamChanged", "Started"]
+    assert plan.status.attempts == 1 and plan.create_job is not None and plan.create_job.attempt == 2
+    same = core.plan(observe(status, spec=chained, upstream="ingest-run-1", job=job), TIMING)
+    assert same.state is WorkState.COMPLETE and same.chain is not None
+    assert same.chain.pipeline == "finra.otc_transparency.compute_week"
 
 
 def test_an_unknown_pipeline_fails_once_with_a_warning_and_stays_failed() -> None:

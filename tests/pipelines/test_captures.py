@@ -173,10 +173,10 @@ def test_as_of_an_unknown_or_foreign_capture_is_not_found(engine: Engine, monday
     assert query.captures(engine, date(2025, 11, 17), TIER) == []
 
 
-def test_top_concentrated_orders_by_hhi_then_volume(engine: Engine, monday: Path) -> None:
+def test_hhi_sorted_by_hhi_orders_by_hhi_then_volume(engine: Engine, monday: Path) -> None:
     run_chain(engine, monday, WEEK, TIER)
     everything = query.hhi(engine, WEEK, TIER)
-    top = query.top_concentrated(engine, WEEK, TIER, limit=5)
+    top = query.hhi(engine, WEEK, TIER, sort=query.HhiSort.HHI, limit=5)
     expected = sorted(everything, key=lambda r: (-r["hhi"], -r["volume"], r["symbol"]))[:5]
     assert [r["symbol"] for r in top] == [r["symbol"] for r in expected]
     assert set(top[0]) >= {"symbol", "hhi", "venue_count", "volume", "capture_id"}

@@ -159,16 +159,16 @@ def test_both_real_weeks_coexist_as_partitions(engine: Engine, finra_files: list
 def test_top_concentrated_ranks_by_hhi_and_can_leave_out_single_venue_symbols(
     engine: Engine, finra_files: list[Path]
 ) -> None:
-    from market_spine.services.query import hhi, top_concentrated
+    from market_spine.services.query import HhiSort, hhi
 
     name = sorted(EXPECTED)[0]
     week = EXPECTED[name][0]
     run_chain(engine, _real_file(finra_files, name), week, Tier.OTC, now=day_after(PUBLISHED[name]))
     everything = hhi(engine, week, Tier.OTC)
     multi = [r for r in everything if r["venue_count"] >= 2]
-    top = top_concentrated(engine, week, Tier.OTC, limit=20, min_venues=2)
+    top = hhi(engine, week, Tier.OTC, sort=HhiSort.HHI, limit=20, min_venues=2)
     assert len(top) == 20
     assert all(r["venue_count"] >= 2 for r in top)
     assert [r["hhi"] for r in top] == sorted((r["hhi"] for r in top), reverse=True)
     assert top[0]["hhi"] == max(r["hhi"] for r in multi)
-    assert top_concentrated(engine, week, Tier.OTC, limit=1)[0]["hhi"] == 1.0  # single venues lead otherwise
+    assert hhi(engine, week, Tier.OTC, sort=HhiSort.HHI, limit=1)[0]["hhi"] == 1.0  # single venues lead otherwise

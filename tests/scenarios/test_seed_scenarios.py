@@ -273,9 +273,15 @@ def test_7_admin_retry_moves_failed_to_pending_with_fresh_attempts(spine: Spine,
     cancel = spine("work", "cancel", INGEST, "--week-ending", "2025-11-14", "--tier", "OTC")
     assert cancel.code == 0
     assert _item(spine)["state"] == "CANCELLED"
+    reopened = spine("work", "retry", INGEST, "--week", "2025-11-12", "--tier", "OTC")
+    assert reopened.code == 0, reopened.err  # a CANCELLED item is re-opened by a retry
+    assert _item(spine)["state"] == "PENDING"
     refused = spine("work", "retry", INGEST, "--week", "2025-11-12", "--tier", "OTC")
     assert refused.code == 2
-    assert "cannot admin_retry a work item in state CANCELLED" in refused.err
+    assert refused.err.strip().endswith(
+        f"spine: error: can't retry {INGEST} --week 2025-11-10 --tier OTC: it is waiting to run already, "
+        "with its attempts unused"
+    )
     assert "Traceback" not in refused.err
 
 

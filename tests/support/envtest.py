@@ -81,6 +81,8 @@ def assets() -> Path | None:
 
 
 def skip_reason() -> str:
+    if os.environ.get("SPINE_TEST_KUBE") == "emulator":
+        return "SPINE_TEST_KUBE=emulator: this run uses the in-memory emulator instead of a real API server"
     value = os.environ.get(ASSETS_ENV)
     if value:
         return f"{ASSETS_ENV}={value} does not hold {' and '.join(BINARIES)}"

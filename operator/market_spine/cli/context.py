@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
@@ -28,11 +28,13 @@ from market_spine.services.database import open_engine
 from market_spine.services.runs import infer_file_week
 
 _WEEK_HELP = "The trading week: any date in it (YYYY-MM-DD), or 'latest' (newest week FINRA has published)."
-WeekOpt = Annotated[str | None, typer.Option("--week", help=_WEEK_HELP)]
+_TIER_HELP = "NMS_TIER_1, NMS_TIER_2 or OTC (or FINRA's T1, T2, OTCE)."
+WeekOpt = Annotated[str | None, typer.Option("--week", metavar="DATE", help=_WEEK_HELP)]
 WeekEndingOpt = Annotated[
-    str | None, typer.Option("--week-ending", help="Same as --week (the seed's name; e.g. the week's Friday).")
+    str | None,
+    typer.Option("--week-ending", metavar="DATE", help="Same as --week (the seed's name; e.g. the week's Friday)."),
 ]
-TierOpt = Annotated[str, typer.Option("--tier", help="NMS_TIER_1, NMS_TIER_2 or OTC (or FINRA's T1, T2, OTCE).")]
+TierOpt = Annotated[str, typer.Option("--tier", metavar="TIER", help=_TIER_HELP)]
 
 
 def utcnow() -> datetime:
@@ -41,15 +43,7 @@ def utcnow() -> datetime:
 
 @cache
 def settings() -> Settings:
-    try:
-        return load_settings()
-    except ValueError as exc:  # pydantic's ValidationError: name the variable, not a traceback
-        errors: list[dict[str, Any]] = list(getattr(exc, "errors", list)())
-        if errors:
-            first = errors[0]
-            name = "SPINE_" + "_".join(str(p) for p in first.get("loc", ())[:1]).upper()
-            raise UsageError(f"{name} is invalid: {first.get('msg')}") from None
-        raise UsageError(f"invalid SPINE_* setting: {exc}") from None
+    return load_settings()
 
 
 _engine: Engine | None = None
@@ -83,11 +77,14 @@ def calendar() -> PublicationCalendar:
     return finra_calendar(settings().publication_grace_days)
 
 
-def parse_week(value: str, option: str, tier: Tier) -> date:
+def parse_week(value: str, option: str, tier: Tier | None) -> date:
     """The trading week (its Monday) named by ``value``: any date in the week, or ``latest``, the
-    newest week FINRA has published for ``tier`` as of today (UTC). Says on stderr which week a
-    date other than its Monday, or ``latest``, resolved to."""
+    newest week FINRA has published for ``tier`` as of today (UTC; each tier has its own, so
+    ``latest`` needs a tier). Says on stderr which week a date other than its Monday, or
+    ``latest``, resolved to."""
     if value.strip().lower() == "latest":
+        if tier is None:
+            raise UsageError(f"{option} latest needs --tier: each tier has its own newest published week")
         today = utcnow().date()
         week = calendar().newest_published_week(tier, today)
         published = calendar().first_publication(week, tier)
@@ -100,7 +97,7 @@ def parse_week(value: str, option: str, tier: Tier) -> date:
     return week
 
 
-def week_option(week: str | None, week_ending: str | None, tier: Tier) -> date | None:
+def week_option(week: str | None, week_ending: str | None, tier: Tier | None) -> date | None:
     """The week named by ``--week`` or ``--week-ending`` (one of them at most), or ``None``."""
     if week is not None and week_ending is not None:
         raise UsageError("give --week or --week-ending, not both (they name the same trading week)")

@@ -1,22 +1,27 @@
 """``spine doctor``: find missing weeks, tiers and stages, and print the commands that fill them.
 
-Exit codes: 0 healthy, 1 gaps found, 2 could not check (database unreachable, bad arguments).
+The table format is for people: a verdict, what the database holds, and each gap with its
+remediation command on a line of its own, so no terminal width cuts the command a user copies.
+JSON and Prometheus are for programs (``services.doctor``). Exit codes: 0 healthy, 1 gaps found,
+2 could not check (database unreachable, bad arguments); see docs/reference/exit-codes.md.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from market_spine.cli import context
-from market_spine.cli.output import Format, emit, is_tty
-from market_spine.core.partitions import DOMAIN
+from market_spine.cli.output import console, is_tty
+from market_spine.core.partitions import DOMAIN, Tier
+from market_spine.core.wording import plural
 from market_spine.errors import UsageError
+from market_spine.services import query
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict, report_as_prometheus
 
 EXIT_HEALTHY, EXIT_GAPS, EXIT_UNCHECKED = 0, 1, 2
@@ -34,9 +39,11 @@ def doctor(
         int, typer.Option("--weeks", min=1, max=1040, help="How many of each tier's newest published weeks to check.")
     ] = 12,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Check as of this date (YYYY-MM-DD); default today.")
+        str | None, typer.Option("--as-of", metavar="DATE", help="Check as of this date (YYYY-MM-DD); default today.")
     ] = None,
-    tiers: Annotated[list[str] | None, typer.Option("--tier", help="Only these tiers (repeatable).")] = None,
+    tiers: Annotated[
+        list[str] | None, typer.Option("--tier", metavar="TIER", help="Only these tiers (repeatable).")
+    ] = None,
     stale_days: Annotated[
         int,
         typer.Option(
@@ -55,7 +62,9 @@ def doctor(
     ] = None,
     landing_dir: Annotated[
         Path | None,
-        typer.Option("--landing-dir", help="Folder of weekly files; remediations use --file for files found here."),
+        typer.Option(
+            "--landing-dir", metavar="DIR", help="Folder of weekly files; remediations use --file for files found here."
+        ),
     ] = None,
     fmt: Annotated[DoctorFormat, typer.Option("--format", help="table, json or prometheus.")] = DoctorFormat.TABLE,
 ) -> None:
@@ -76,49 +85,64 @@ def doctor(
         stale_after_days=stale_days or None,
         landing_dir=landing_dir or settings.landing_dir,
     )
-    report = check(context.engine(), options, context.utcnow().date())
+    engine = context.engine()
+    try:
+        report = check(engine, options, context.utcnow().date())
+    except OverflowError:  # the calendar walks back from --as-of (and forward to publication days)
+        day = options.as_of.isoformat() if options.as_of else "today"
+        raise UsageError(
+            f"--as-of {day} is too close to the ends of the calendar (years 1 to 9999): the doctor looks "
+            f"{weeks} weeks back from it, and FINRA publishes a week up to 5 weeks after it"
+        ) from None
     if fmt is DoctorFormat.JSON:
         print(json.dumps(report_as_dict(report, options), indent=2))
     elif fmt is DoctorFormat.PROMETHEUS:
         print(report_as_prometheus(report, options), end="")
     else:
-        _print_table(report_as_dict(report, options))
+        _print_report(report_as_dict(report, options), query.computed_weeks(engine, domain))
     raise typer.Exit(EXIT_HEALTHY if report.healthy else EXIT_GAPS)
 
 
-def _print_table(data: dict[str, object]) -> None:
+def _print_report(data: dict[str, Any], held: dict[Tier, tuple[int, date, date]]) -> None:
+    """The human report: a verdict line, what the database holds, then each gap as a line of facts
+    followed by the command that fills it on a line of its own (never cut, whatever the width)."""
+    weeks = plural(int(data["weeks"]), "newest published week")
     head = (
-        f"{data['domain']} as of {data['as_of']}: {data['expected_partitions']} partitions expected (each tier's "
-        f"{data['weeks']} newest published weeks); {data['missing_partitions']} missing, "
-        f"{data['incomplete_partitions']} incomplete, "
-        f"{data['stale_tiers']} stale tiers, {data['failed_work']} failed work items"
+        f"{data['domain']} as of {data['as_of']}: {plural(data['expected_partitions'], 'partition')} expected "
+        f"(each tier's {weeks}); {data['missing_partitions']} missing, {data['incomplete_partitions']} incomplete, "
+        f"{plural(data['stale_tiers'], 'stale tier')}, {plural(data['failed_work'], 'failed work item')}"
     )
     verdict = "HEALTHY" if data["healthy"] else "GAPS FOUND"
     if is_tty():
-        Console().print(f"[bold]{verdict}[/bold]  {head}")
+        console().print(f"[bold]{verdict}[/bold]: {head}", markup=True)
     else:
         print(f"{verdict}: {head}")
-    gaps = data["gaps"]
-    assert isinstance(gaps, list)
-    if gaps:
-        rows = [
-            {
-                "kind": g["kind"],
-                "week": g.get("week", g.get("newest_week", (g.get("partition") or {}).get("week"))),
-                "tier": g.get("tier", (g.get("partition") or {}).get("tier", "")),
-                "detail": _detail(g),
-                "remediation": g["remediation"],
-            }
-            for g in gaps
-        ]
-        emit(rows, Format.TABLE, title="gaps")
+    print("computed weeks held: " + "; ".join(_holding(tier, held.get(tier)) for tier in Tier))
+    for number, gap in enumerate(data["gaps"], start=1):
+        where = "  ".join(str(part) for part in _where(gap) if part)
+        print(f"\n{number}. {gap['kind']}  {where}  {_detail(gap)}")
+        print(f"   {gap['remediation']}")
 
 
-def _detail(gap: dict[str, object]) -> str:
+def _holding(tier: Tier, held: tuple[int, date, date] | None) -> str:
+    if held is None:
+        return f"{tier.value} none"
+    count, oldest, newest = held
+    span = newest.isoformat() if oldest == newest else f"{oldest.isoformat()} to {newest.isoformat()}"
+    return f"{tier.value} {plural(count, 'week')} ({span})"
+
+
+def _where(gap: dict[str, Any]) -> tuple[str, str]:
+    partition = gap.get("partition") or {}
+    week = gap.get("week") or gap.get("newest_week") or partition.get("week") or ""
+    return f"week {week}" if week else "", gap.get("tier") or partition.get("tier") or ""
+
+
+def _detail(gap: dict[str, Any]) -> str:
     if gap["kind"] == "incomplete_chain":
-        stale: list[str] = gap.get("stale_stages") or []  # type: ignore[assignment]
-        absent = [s for s in gap["missing_stages"] if s not in stale]  # type: ignore[attr-defined]
-        parts = [f"has {','.join(gap['present_stages'])}"]  # type: ignore[arg-type]
+        stale: list[str] = gap.get("stale_stages") or []
+        absent = [s for s in gap["missing_stages"] if s not in stale]
+        parts = [f"has {','.join(gap['present_stages'])}"]
         if absent:
             parts.append(f"lacks {','.join(absent)}")
         if stale:

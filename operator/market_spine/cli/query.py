@@ -1,61 +1,144 @@
-"""``spine query``: venue share, HHI and captures for a partition, latest or as of a capture."""
+"""``spine query``: every table compute and normalize write, latest or as of a capture.
+
+One command per table: ``venue-share`` (venue volume and share per symbol), ``hhi`` (concentration
+per symbol), ``tier-share`` (each venue's share of its tier, with its rank), ``rejects`` (rows
+normalize refused) and ``captures``. A partition is named by ``--week`` and ``--tier``; without
+``--week`` a query reads each tier's newest computed week (and says which on stderr), without
+``--tier`` every tier. The fields printed are the service's ``*_FIELDS``, the same in every format.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Annotated, Any
 
 import typer
 
 from market_spine.cli import context
-from market_spine.cli.output import Format, emit
+from market_spine.cli.output import Format, emit, say
+from market_spine.core.calendar import describe_week
+from market_spine.core.partitions import Tier
 from market_spine.services import query as service
 
-app = typer.Typer(help="Query computed analytics and captures.", no_args_is_help=True)
+app = typer.Typer(help="Query computed analytics, rejected rows and captures.", no_args_is_help=True)
 
 WeekOpt = context.WeekOpt
 WeekEndingOpt = context.WeekEndingOpt
-TierOpt = context.TierOpt
-SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this symbol, exactly as FINRA publishes it.")]
-CaptureOpt = Annotated[
-    str | None, typer.Option("--capture-id", help="As of this capture (default: the latest capture).")
+TierOpt = Annotated[
+    str | None,
+    typer.Option("--tier", metavar="TIER", help="NMS_TIER_1, NMS_TIER_2 or OTC (or T1, T2, OTCE); default every tier."),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
+SymbolOpt = Annotated[
+    str | None, typer.Option("--symbol", metavar="SYMBOL", help="Only this symbol, exactly as FINRA publishes it.")
+]
+CaptureOpt = Annotated[
+    str | None,
+    typer.Option("--capture-id", metavar="CAPTURE", help="As of this capture (default: the latest capture)."),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", metavar="N", min=1, help="At most N rows (after sorting).")]
+MinVenuesOpt = Annotated[
+    int, typer.Option("--min-venues", metavar="N", min=1, help="Only symbols traded on at least N venues.")
+]
+FormatOpt = Annotated[Format, typer.Option("--format", metavar="table|json|csv", help="Output format.")]
+
+
+def _where(week: str | None, week_ending: str | None, tier: str | None) -> tuple[date | None, Tier | None]:
+    parsed = context.parse_tier_option(tier) if tier else None
+    return context.week_option(week, week_ending, parsed), parsed
+
+
+def _show(
+    name: str, rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: Format, tier: Tier | None, defaulted: bool
+) -> None:
+    """Print ``spine query <name>``'s rows; without --week, first say (on stderr) which weeks were read."""
+    if defaulted:
+        weeks = service.default_weeks(context.engine(), name, tier)
+        read = ", ".join(f"{t.value} {describe_week(w)}" for w, t in weeks) or "none computed yet"
+        say(f"no --week: each tier's newest week: {read}")
+    emit(rows, fmt, columns=fields, title=name)
 
 
 @app.command("venue-share")
 def venue_share(
-    tier: TierOpt,
+    tier: TierOpt = None,
     week: WeekOpt = None,
     week_ending: WeekEndingOpt = None,
     symbol: SymbolOpt = None,
     capture_id: CaptureOpt = None,
+    sort: Annotated[
+        service.ShareSort,
+        typer.Option(
+            "--sort", metavar="symbol|share|volume", help="By symbol (largest venue first), or largest first."
+        ),
+    ] = service.ShareSort.SYMBOL,
+    limit: LimitOpt = None,
+    min_venues: MinVenuesOpt = 1,
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
-    """Each venue's (MPID's) share of a symbol's weekly volume."""
-    p = context.partition(week, week_ending, tier)
-    rows = service.venue_share(context.engine(), p.week, p.tier, symbol=symbol, capture_id=capture_id)
-    emit(rows, fmt, title="venue share")
+    """Each venue's (MPID's) volume and share of a symbol's weekly volume, with the symbol's venue count."""
+    w, t = _where(week, week_ending, tier)
+    rows = service.venue_share(
+        context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit
+    )
+    _show("venue-share", rows, service.VENUE_SHARE_FIELDS, fmt, t, w is None and capture_id is None)
 
 
 @app.command("hhi")
 def hhi(
-    tier: TierOpt,
+    tier: TierOpt = None,
     week: WeekOpt = None,
     week_ending: WeekEndingOpt = None,
     symbol: SymbolOpt = None,
     capture_id: CaptureOpt = None,
+    sort: Annotated[
+        service.HhiSort,
+        typer.Option(
+            "--sort", metavar="symbol|hhi|volume|venues", help="By symbol, or largest first (most concentrated: hhi)."
+        ),
+    ] = service.HhiSort.SYMBOL,
+    limit: LimitOpt = None,
+    min_venues: MinVenuesOpt = 1,
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
-    """Herfindahl–Hirschman concentration per symbol, with its venue count."""
-    p = context.partition(week, week_ending, tier)
-    rows = service.hhi(context.engine(), p.week, p.tier, symbol=symbol, capture_id=capture_id)
-    emit(rows, fmt, title="HHI")
+    """Herfindahl–Hirschman concentration per symbol, with its volume and venue count.
+
+    A symbol traded on one venue has HHI 1: --min-venues 2 leaves those out."""
+    w, t = _where(week, week_ending, tier)
+    rows = service.hhi(
+        context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit
+    )
+    _show("hhi", rows, service.HHI_FIELDS, fmt, t, w is None and capture_id is None)
+
+
+def _partition_command(name: str, fetch: Callable[..., list[dict[str, Any]]], fields: Sequence[str]) -> None:
+    """Register ``spine query NAME``: one table's rows for a partition (``fetch``'s docstring is
+    the help), with --tier, --week, --capture-id, --limit and --format."""
+
+    def command(
+        tier: TierOpt = None,
+        week: WeekOpt = None,
+        week_ending: WeekEndingOpt = None,
+        capture_id: CaptureOpt = None,
+        limit: LimitOpt = None,
+        fmt: FormatOpt = Format.TABLE,
+    ) -> None:
+        w, t = _where(week, week_ending, tier)
+        rows = fetch(context.engine(), w, t, capture_id=capture_id, limit=limit)
+        _show(name, rows, fields, fmt, t, w is None and capture_id is None)
+
+    command.__doc__ = fetch.__doc__
+    app.command(name)(command)
+
+
+_partition_command("tier-share", service.tier_share, service.TIER_SHARE_FIELDS)
+_partition_command("rejects", service.rejected, service.REJECT_FIELDS)
 
 
 @app.command("captures")
 def captures(
-    tier: TierOpt, week: WeekOpt = None, week_ending: WeekEndingOpt = None, fmt: FormatOpt = Format.TABLE
+    tier: TierOpt = None, week: WeekOpt = None, week_ending: WeekEndingOpt = None, fmt: FormatOpt = Format.TABLE
 ) -> None:
     """The captures of a partition, newest first: FINRA publication dates, stages and row counts."""
-    p = context.partition(week, week_ending, tier)
-    emit(service.captures(context.engine(), p.week, p.tier), fmt, title="captures")
+    w, t = _where(week, week_ending, tier)
+    _show("captures", service.captures(context.engine(), w, t), service.CAPTURE_FIELDS, fmt, t, w is None)

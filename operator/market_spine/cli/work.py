@@ -2,15 +2,22 @@
 
 ``SPINE_BACKEND=local`` (default) uses ``services.queue.LocalQueue`` on PostgreSQL;
 ``SPINE_BACKEND=kubernetes`` uses ``kube.workitems.KubernetesQueue`` on SpineWorkItems. Both take
-the same specs and return the same results, so the flags and output here are the same too.
+the same specs and return the same results, so the flags and output here are the same too. What a
+verb may do to an item is decided by ``core.lifecycle`` on both; a refusal is one line in the
+user's words, exit code 2.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, Protocol
 
 import typer
@@ -23,6 +30,7 @@ from market_spine.config import Backend
 from market_spine.core.backoff import RetryPolicy
 from market_spine.core.calendar import describe_week, weeks_between
 from market_spine.core.partitions import Tier
+from market_spine.core.resource import MAX_REASON_CHARS
 from market_spine.core.states import WorkState
 from market_spine.core.workitem import (
     BACKFILL_PRIORITY,
@@ -31,19 +39,23 @@ from market_spine.core.workitem import (
     FinraPartition,
     WorkItemSpec,
     enqueue_each,
+    item_ref,
 )
 from market_spine.errors import UsageError
 from market_spine.services.queue import LocalQueue
-from market_spine.services.worker import AttemptOutcome, Worker
+from market_spine.services.worker import AttemptOutcome, Worker, WorkerOptions
 
-app = typer.Typer(help="Enqueue, list, retry and cancel work items.", no_args_is_help=True)
+app = typer.Typer(help="Enqueue, list, retry, wake, cancel and dismiss work items.", no_args_is_help=True)
 
 
 class Queue(Protocol):
     def enqueue(self, spec: WorkItemSpec) -> EnqueueResult: ...
     def list(self, states: list[WorkState] | None = None, pipeline: str | None = None, limit: int = 200) -> Any: ...
+    def get(self, pipeline: str, partition: FinraPartition) -> Any: ...
     def retry(self, pipeline: str, partition: FinraPartition) -> Any: ...
     def cancel(self, pipeline: str, partition: FinraPartition) -> Any: ...
+    def wake(self, pipeline: str, partition: FinraPartition) -> Any: ...
+    def dismiss(self, pipeline: str, partition: FinraPartition, why: str) -> Any: ...
 
 
 def queue() -> Queue:
@@ -51,7 +63,7 @@ def queue() -> Queue:
     if settings.backend is Backend.KUBERNETES:
         from market_spine.kube.workitems import KubernetesQueue
 
-        return KubernetesQueue(settings)  # type: ignore[no-any-return]
+        return KubernetesQueue(settings, clock=context.utcnow)  # type: ignore[no-any-return]
     return LocalQueue(context.engine(), context.utcnow)
 
 
@@ -100,8 +112,13 @@ def _first_error(exc: ValueError) -> str:
 def _report(result: EnqueueResult) -> None:
     if result.created:
         print(f"enqueued {result.name} ({result.pipeline} {result.partition_key})")
-    else:
-        print(f"already enqueued: {result.name} is {result.state}; nothing changed")
+        return
+    hint = ""
+    if result.state in (WorkState.CANCELLED, WorkState.FAILED, WorkState.COMPLETE):
+        ref = item_ref(result.pipeline, FinraPartition.model_validate_json(result.partition_key))
+        verb = "re-opens" if result.state == WorkState.CANCELLED else "runs it again"
+        hint = f"; `spine work retry {ref}` {verb} it" if verb == "re-opens" else f"; `spine work retry {ref}` {verb}"
+    print(f"already enqueued: {result.name} is {result.state}; nothing changed{hint}")
 
 
 PipelineArg = Annotated[str, typer.Argument(help="Pipeline name, e.g. finra.otc_transparency.ingest_week.")]
@@ -218,7 +235,12 @@ def backfill(
     else:
         results = enqueue_each(target.enqueue, specs)
     created = sum(r.created for r in results)
-    print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({len(specs)} partitions)")
+    partitions = "1 partition" if len(specs) == 1 else f"{len(specs)} partitions"
+    print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({partitions})")
+
+
+# The fields of `work list`, in every format (a CSV header even when nothing matches).
+LIST_COLUMNS = ("name", "pipeline", "week", "tier", "state", "attempts", "priority", "next_attempt_at", "last_error")
 
 
 def _row(item: Any) -> dict[str, Any]:
@@ -249,21 +271,51 @@ def list_items(
     except ValueError:
         raise UsageError(f"--state must be one of {', '.join(s.value for s in WorkState)}") from None
     rows = [_row(item) for item in queue().list(wanted, pipeline, limit)]
-    emit(rows, fmt, title="work items")
+    emit(rows, fmt, columns=LIST_COLUMNS, title="work items")
 
 
 @app.command()
 def retry(pipeline: PipelineArg, tier: TierOpt, week: WeekOpt = None, week_ending: WeekEndingOpt = None) -> None:
-    """Admin retry: FAILED (or COMPLETE, to re-run) → PENDING with a fresh attempt budget."""
+    """Admin retry: FAILED, COMPLETE (to re-run) or CANCELLED (to re-open) → PENDING with a fresh
+    attempt budget."""
     item = queue().retry(context.check_pipeline(pipeline), context.partition(week, week_ending, tier))
     print(f"{pipeline} {item.partition_key}: {_state(item)}, attempts reset")
 
 
 @app.command()
 def cancel(pipeline: PipelineArg, tier: TierOpt, week: WeekOpt = None, week_ending: WeekEndingOpt = None) -> None:
-    """Cancel a work item that has not finished: it moves to CANCELLED."""
-    item = queue().cancel(context.check_pipeline(pipeline), context.partition(week, week_ending, tier))
-    print(f"{pipeline} {item.partition_key}: {_state(item)}")
+    """Cancel a work item that has not finished: it moves to CANCELLED. A running attempt is
+    stopped, and nothing it writes is kept. `spine work retry` re-opens it."""
+    target = queue()
+    named, partition = context.check_pipeline(pipeline), context.partition(week, week_ending, tier)
+    running = _state(target.get(named, partition)) == WorkState.RUNNING.value
+    item = target.cancel(named, partition)
+    stopped = "; its running attempt is being stopped and nothing it writes is kept" if running else ""
+    print(f"{pipeline} {item.partition_key}: {_state(item)}{stopped}")
+
+
+@app.command()
+def wake(pipeline: PipelineArg, tier: TierOpt, week: WeekOpt = None, week_ending: WeekEndingOpt = None) -> None:
+    """Run a RETRY_WAIT item now instead of at its next attempt time (its attempts are not reset)."""
+    item = queue().wake(context.check_pipeline(pipeline), context.partition(week, week_ending, tier))
+    print(f"{pipeline} {item.partition_key}: {_state(item)}, due now")
+
+
+@app.command()
+def dismiss(
+    pipeline: PipelineArg,
+    tier: TierOpt,
+    week: WeekOpt = None,
+    week_ending: WeekEndingOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why the failure is accepted (kept with the item).")] = "",
+) -> None:
+    """Accept a FAILED item: it becomes CANCELLED (reason Dismissed) and the doctor stops reporting
+    it. `spine work retry` re-opens it."""
+    why = reason.strip()
+    if len(why) > MAX_REASON_CHARS:
+        raise UsageError(f"--reason is at most {MAX_REASON_CHARS} characters")
+    item = queue().dismiss(context.check_pipeline(pipeline), context.partition(week, week_ending, tier), why)
+    print(f"{pipeline} {item.partition_key}: {_state(item)} (dismissed{': ' + why if why else ''})")
 
 
 def _state(item: Any) -> str:
@@ -271,13 +323,31 @@ def _state(item: Any) -> str:
 
 
 def _print_outcome(outcome: AttemptOutcome) -> None:
-    partition = FinraPartition.model_validate_json(outcome.partition_key)
-    detail = f": {outcome.error}" if outcome.error else ""
-    print(
-        f"{outcome.pipeline} {partition.week} {partition.tier.value} "
-        f"attempt {outcome.attempt} → {outcome.state.value}{detail}",
-        flush=True,
-    )
+    print(outcome.line, flush=True)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM or Ctrl-C: stop claiming, let running attempts finish within the grace period,
+    then give them back. A second signal does not wait."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+        say(f"worker: {signal.Signals(signum).name} received; stopping (running attempts may finish first)")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def worker(
@@ -285,19 +355,31 @@ def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Attempts run at once.")] = 1,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.1, help="Idle wait between polls.")] = 5.0,
 ) -> None:
-    """Run queued work items in this process (the local backend)."""
-    if context.settings().backend is Backend.KUBERNETES:
+    """Run queued work items in this process (the local backend).
+
+    Prints one line per attempt and a summary. Claims hold a lease (SPINE_WORKER_LEASE_SECONDS)
+    that a heartbeat renews; an attempt whose worker died is retried once its lease runs out.
+    SIGTERM lets running attempts finish for SPINE_WORKER_GRACE_SECONDS, then gives them back."""
+    settings = context.settings()
+    if settings.backend is Backend.KUBERNETES:
         raise UsageError("SPINE_BACKEND=kubernetes: work is run by the operator, not by `spine worker`")
-    runner = Worker(context.engine(), context.utcnow, on_outcome=_print_outcome)
-    if until_idle:
-        report = runner.run_until_idle(concurrency)
-        done = {s: report.count(s) for s in WorkState if report.count(s)}
-        summary = ", ".join(f"{n} {s.value}" for s, n in done.items()) or "nothing to do"
-        say(f"worker idle: {summary}")
-        return
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        # Each attempt's outcome is one line below; the sources' per-request retries are detail (-v).
+        logging.getLogger("market_spine.finra").setLevel(logging.ERROR)
+    options = WorkerOptions(
+        lease_seconds=settings.worker_lease_seconds,
+        grace_seconds=settings.worker_grace_seconds,
+        default_deadline_seconds=settings.default_active_deadline_seconds,
+        give_up_after=WorkerOptions.give_up_after if until_idle else None,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    runner = Worker(context.engine(), context.utcnow, on_outcome=_print_outcome, options=options)
     stop = threading.Event()
-    say(f"worker {runner.worker_id} polling every {poll_seconds}s (Ctrl-C to stop)")
-    try:
-        runner.run_forever(concurrency, poll_seconds, stop)
-    except KeyboardInterrupt:
-        stop.set()
+    with _stop_on_signals(stop):
+        if until_idle:
+            report = runner.run_until_idle(concurrency, stop)
+            say(f"worker {'stopped' if stop.is_set() else 'idle'}: {report.summary()}")
+            return
+        say(f"worker {runner.worker_id} polling every {poll_seconds}s (Ctrl-C or SIGTERM to stop)")
+        report = runner.run_forever(concurrency, poll_seconds, stop)
+        say(f"worker stopped: {report.summary()}")

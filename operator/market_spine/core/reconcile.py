@@ -5,8 +5,14 @@ call that tests can make with any clock. Called by ``market_spine.operator.recon
 work item it reconciles; the reconciler gathers an :class:`Observation` (the item, the Job of its
 current attempt, the clock, whether a concurrency slot is free), calls :func:`plan`, and carries
 out the resulting :class:`Plan` (create or delete a Job, write the status, post events, mirror the
-change into PostgreSQL). Every state change goes through ``core.states.transition`` and every
-retry decision through ``core.backoff.decide_after_failure``, exactly like the local worker.
+change into PostgreSQL).
+
+This module decides nothing about the lifecycle itself: each event (an attempt started,
+succeeded, failed or was lost, a cancel, an admin retry, a wake, a dismissal) is passed to
+``core.lifecycle``, the same functions the local worker calls, and the planner only translates
+between a SpineWorkItem and the lifecycle's :class:`~market_spine.core.lifecycle.Item`, and adds
+what exists only on Kubernetes: what a Job's status means (deleted, never started, stuck past its
+deadline, refused by the API server), Job names, conditions and Event wording.
 
 The planner is level-triggered: given the same observation twice it returns the same plan, and
 once a plan has been carried out, planning again from the new status changes nothing. That is what
@@ -16,12 +22,13 @@ makes duplicate watch events, restarts and two operator replicas harmless.
 from __future__ import annotations
 
 import random
-import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from market_spine.core.backoff import decide_after_failure
+from market_spine.core import lifecycle
+from market_spine.core.lifecycle import DEADLINE_EXCEEDED, Decision, execution_id, seconds_text
 from market_spine.core.naming import job_name
 from market_spine.core.resource import (
     MAX_ERROR_CHARS,
@@ -34,29 +41,18 @@ from market_spine.core.resource import (
     WorkItemResourceSpec,
     WorkItemStatus,
 )
-from market_spine.core.states import Event, WorkState, is_terminal, transition
+from market_spine.core.states import Event, IllegalTransition, WorkState, can
 
-# Failure reasons (CamelCase, used in events, the Failed condition and status.history).
+__all__ = ["DEADLINE_EXCEEDED", "execution_id"]
+
+# Failure reasons only Kubernetes has (CamelCase, used in events, conditions and status.history).
 JOB_FAILED = "JobFailed"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
 JOB_DELETED = "JobDeleted"
 POD_START_TIMEOUT = "PodStartTimeout"
 JOB_REJECTED = "JobRejected"
 INVALID_SPEC = "InvalidSpec"
 UNKNOWN_PIPELINE = "UnknownPipeline"
 DUPLICATE = "DuplicateWorkItem"
-
-_EXECUTION_NAMESPACE = uuid.UUID("5b1e0000-0000-4000-8000-6d61726b6574")  # "market" spine ids
-
-
-def execution_id(uid: str, attempt: int) -> str:
-    """The execution id of attempt ``attempt`` of the work item with this uid.
-
-    Deterministic, so a restarted operator passes the same ``--execution-id`` to the same Job;
-    derived from the uid (not the name), so a work item deleted and enqueued again never reuses
-    the execution ids of its predecessor.
-    """
-    return uuid.uuid5(_EXECUTION_NAMESPACE, f"{uid}/{attempt}").hex
 
 
 @dataclass(frozen=True)
@@ -109,6 +105,7 @@ class Observation:
     pipeline_error: str | None = None  # why the pipeline is unknown (None = known)
     may_start: bool = True  # a concurrency slot is granted to this item
     duplicate_of: str | None = None  # an older work item of the same (domain, pipeline, partition)
+    upstream: str | None = None  # annotation spine.marketspine.io/upstream-execution (chained items)
 
 
 @dataclass(frozen=True)
@@ -118,13 +115,7 @@ class JobRequest:
     execution_id: str
 
 
-@dataclass(frozen=True)
-class Note:
-    """A Kubernetes Event to post on the work item."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+Note = lifecycle.Note
 
 
 @dataclass
@@ -134,7 +125,8 @@ class Plan:
     transitions: list[tuple[WorkState | None, WorkState]] = field(default_factory=list)
     create_job: JobRequest | None = None
     delete_job: str | None = None
-    chain: bool = False  # create or re-run the next stage's work item (before writing the status)
+    # Create, re-run or redirect the next stage's work item (before writing the status).
+    chain: lifecycle.ChainNext | None = None
     notes: list[Note] = field(default_factory=list)
     wake_at: datetime | None = None  # reconcile again at this time even if nothing happens
     wants_slot: bool = False  # due to start, but no concurrency slot was granted
@@ -146,20 +138,41 @@ class Plan:
         return self.status.state
 
 
-def wants_to_start(obs: Observation) -> bool:
-    """Would this item start an attempt now if a slot were free? (Asked before granting a slot.)"""
-    spec, status = obs.spec, obs.status
-    if spec is None or obs.pipeline_error or spec.cancel or (obs.duplicate_of and not status.total_attempts):
-        return False  # (a retry requested together with a cancel ends CANCELLED, without a Job)
-    state = status.state or WorkState.PENDING
-    if spec.retry_request > status.observed_retry_request and state in (WorkState.FAILED, WorkState.COMPLETE):
-        state = WorkState.PENDING
-    if state is WorkState.RETRY_WAIT:
-        if status.next_attempt_at is not None and status.next_attempt_at > obs.now:
-            return False
-    elif state is not WorkState.PENDING:
-        return False
-    return spec.desired_at is None or spec.desired_at <= obs.now
+def item_of(
+    name: str, spec: WorkItemResourceSpec | None, status: WorkItemStatus, upstream: str | None
+) -> lifecycle.Item:
+    """The lifecycle's view of a SpineWorkItem. Without a readable spec, the item has no attempts
+    left, so a failure ends it FAILED."""
+    if spec is None:
+        spec_fields = lifecycle.Item(ref=name, pipeline="", max_attempts=max(status.attempts, 1))
+    else:
+        spec_fields = lifecycle.Item(
+            ref=spec.ref,
+            pipeline=spec.pipeline,
+            params=dict(spec.params),
+            chain=spec.chain,
+            max_attempts=spec.max_attempts,
+            retry=spec.retry,
+            desired_at=spec.desired_at,
+        )
+    return spec_fields.model_copy(
+        update=dict(
+            state=status.state or WorkState.PENDING,
+            attempts=status.attempts,
+            total_attempts=status.total_attempts,
+            next_attempt_at=status.next_attempt_at,
+            last_error=status.last_error,
+            reason=status.reason,
+            message=status.message,
+            current_execution_id=status.current_execution_id,
+            latest_execution_id=status.latest_execution_id,
+            capture_id=status.capture_id,
+            upstream_execution_id=upstream or None,
+            started_at=status.started_at,
+            completed_at=status.completed_at,
+            changed_at=status.state_changed_at,
+        )
+    )
 
 
 def _clip(text: str | None) -> str | None:
@@ -167,11 +180,6 @@ def _clip(text: str | None) -> str | None:
         return None
     text = text.strip()
     return text if len(text) <= MAX_ERROR_CHARS else "…" + text[-(MAX_ERROR_CHARS - 1) :]
-
-
-def _seconds(delta: timedelta) -> str:
-    value = delta.total_seconds()
-    return f"{value:.0f}s" if value == int(value) else f"{value:.1f}s"
 
 
 class _Planner:
@@ -193,21 +201,37 @@ class _Planner:
     def state(self) -> WorkState | None:
         return self.status.state
 
+    def item(self) -> lifecycle.Item:
+        return item_of(self.obs.name, self.spec, self.status, self.obs.upstream)
+
     def note(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.plan.notes.append(Note(kind, reason, message))
 
-    def move(self, event: Event | None, new_state: WorkState | None = None) -> WorkState:
-        before = self.state
-        after = new_state if event is None else transition(before or WorkState.PENDING, event)
-        assert after is not None
-        self.status.state = after
-        self.status.state_changed_at = self.now
-        self.plan.transitions.append((before, after))
-        return after
-
-    def budget(self) -> str:
-        total = self.spec.max_attempts if self.spec else "?"
-        return f"{self.status.attempts}/{total}"
+    def apply(self, decision: Decision) -> lifecycle.Item:
+        """Carry a lifecycle decision into the status: its fields, its transitions, the end of an
+        attempt in ``status.history``, and its notes as Events."""
+        item, status = decision.item, self.status
+        status.state = item.state
+        if decision.transitions:
+            status.state_changed_at = self.now
+        status.attempts = item.attempts
+        status.total_attempts = item.total_attempts
+        status.next_attempt_at = item.next_attempt_at
+        status.last_error = _clip(item.last_error)
+        status.reason = item.reason
+        status.message = _clip(item.message)
+        status.current_execution_id = item.current_execution_id
+        status.latest_execution_id = item.latest_execution_id
+        status.capture_id = item.capture_id
+        status.started_at = item.started_at
+        status.completed_at = item.completed_at
+        self.plan.transitions += decision.transitions
+        for end in decision.of(lifecycle.EndAttempt):
+            self.end_attempt(AttemptOutcome(end.outcome.value), end.reason, end.message)
+        if decision.of(lifecycle.StopAttempt) and status.current_job:
+            self.plan.delete_job = status.current_job
+        self.plan.notes += decision.notes
+        return item
 
     def item_label(self) -> str:
         if self.spec is None:
@@ -215,62 +239,59 @@ class _Planner:
         part = self.spec.partition
         return f"{self.spec.pipeline} {part.week.isoformat()} {part.tier.value}"
 
-    def retry_hint(self) -> str:
-        if self.spec is None:
-            return "fix the spec, then delete the work item and enqueue it again"
-        part = self.spec.partition
-        return (
-            f"`spine work retry {self.spec.pipeline} --week {part.week.isoformat()} "
-            f"--tier {part.tier.value}` re-opens it"
-        )
-
     # --- the decision -----------------------------------------------------------------------
 
     def run(self) -> Plan:
-        if self.state is None:
-            self.move(None, WorkState.PENDING)
-            self.status.observed_retry_request = self.spec.retry_request if self.spec else 0
-            self.note("Normal", "Accepted", f"work item accepted: {self.item_label()}")
-        self.admin_retry()
-        if not self.cancel():
+        if not self.answer_requests():
             self.advance()
         self.finish()
         return self.plan
 
-    def admin_retry(self) -> None:
-        spec = self.spec
-        if spec is None or spec.retry_request <= self.status.observed_retry_request:
+    def answer_requests(self) -> bool:
+        """Accept a new item, then carry out what a user asked in the spec; True if it is cancelled."""
+        if self.state is None:
+            self.status.state = lifecycle.INITIAL
+            self.status.state_changed_at = self.now
+            self.plan.transitions.append((None, lifecycle.INITIAL))
+            if self.spec is not None:  # requests made before the item was accepted are part of it
+                self.status.observed_retry_request = self.spec.retry_request
+                self.status.observed_wake_request = self.spec.wake_request
+                self.status.observed_dismiss_request = self.spec.dismiss_request
+            self.note("Normal", "Accepted", f"work item accepted: {self.item_label()}")
+        self.requests()
+        return self.cancel()
+
+    def requests(self) -> None:
+        """What a user asked by raising a counter in the spec (``spine work retry|wake|dismiss``):
+        each is acted on once; one the lifecycle refuses is reported and dropped."""
+        spec, status = self.spec, self.status
+        if spec is None:
             return
-        self.status.observed_retry_request = spec.retry_request
-        state = self.state
-        if state in (WorkState.FAILED, WorkState.COMPLETE):
-            self.move(Event.ADMIN_RETRY)
-            self.status.attempts = 0
-            self.status.next_attempt_at = None
-            self.status.completed_at = None
-            self.status.current_execution_id = None
-            self.note(
-                "Normal",
-                "RetryRequested",
-                f"admin retry: {state.value} → PENDING with a fresh budget of {spec.max_attempts} attempts",
-            )
-        elif state is WorkState.CANCELLED:
-            self.note("Warning", "RetryRefused", "a CANCELLED work item cannot be retried; delete it and enqueue again")
-        else:
-            self.note("Normal", "RetryIgnored", f"the work item is {state.value if state else 'new'}; nothing to retry")
+        if spec.retry_request > status.observed_retry_request:
+            status.observed_retry_request = spec.retry_request
+            self.request("Retry", lambda item: lifecycle.admin_retry(item, now=self.now))
+        if spec.wake_request > status.observed_wake_request:
+            status.observed_wake_request = spec.wake_request
+            self.request("Wake", lambda item: lifecycle.wake(item, now=self.now, requested=True))
+        if spec.dismiss_request > status.observed_dismiss_request:
+            status.observed_dismiss_request = spec.dismiss_request
+            why = spec.dismiss_reason or "dismissed by spec.dismissRequest"
+            self.request("Dismiss", lambda item: lifecycle.dismiss(item, now=self.now, why=why))
+
+    def request(self, what: str, event: Callable[[lifecycle.Item], Decision]) -> None:
+        try:
+            self.apply(event(self.item()))
+        except IllegalTransition as refused:
+            self.note("Normal", f"{what}Ignored", str(refused))
 
     def cancel(self) -> bool:
-        if self.spec is None or not self.spec.cancel or self.state is None or is_terminal(self.state):
+        if self.spec is None or not self.spec.cancel or self.state is None or not can(self.state, Event.CANCEL):
             return False
-        if self.state is WorkState.RUNNING and self.status.current_job:
-            self.plan.delete_job = self.status.current_job
-            self.end_attempt(AttemptOutcome.CANCELLED, "Cancelled", "cancelled by spec.cancel")
-        self.move(Event.CANCEL)
-        self.status.completed_at = self.now
-        self.status.next_attempt_at = None
-        self.status.current_execution_id = None
-        job = f"; Job {self.plan.delete_job} deleted" if self.plan.delete_job else ""
-        self.note("Normal", "Cancelled", f"cancelled by spec.cancel{job}")
+        self.apply(lifecycle.cancel(self.item(), now=self.now, message="cancelled by spec.cancel"))
+        if self.plan.delete_job:
+            self.plan.notes[-1] = Note(
+                "Normal", "Cancelled", f"cancelled by spec.cancel; Job {self.plan.delete_job} deleted"
+            )
         return True
 
     def invalid(self) -> tuple[str, str] | None:
@@ -287,26 +308,29 @@ class _Planner:
     def advance(self) -> None:
         problem = self.invalid()
         if self.state is WorkState.RETRY_WAIT:
-            due = self.status.next_attempt_at
-            if problem is None and due is not None and due > self.now:
+            item = self.item()
+            if problem is None and not lifecycle.is_due(item, self.now):
+                due = self.status.next_attempt_at
+                assert due is not None
                 self.waiting = ("Backoff", f"attempt {self.status.attempts + 1} is due at {due.isoformat()}")
                 self.plan.wake_at = due
                 return
-            self.move(Event.WAKE)
-            self.status.next_attempt_at = None
-            if problem is None:
-                self.note("Normal", "BackoffElapsed", f"backoff elapsed; attempt {self.status.attempts + 1} is due")
-        if self.state is WorkState.PENDING:
+            woken = lifecycle.wake(item, now=self.now, requested=problem is not None)
+            self.apply(woken if problem is None else replace(woken, effects=()))
+        if self.state is WorkState.RUNNING:
+            self.running()
+        if self.state is WorkState.PENDING:  # (also right after a success the chain made stale)
             self.pending(problem)
-        elif self.state is WorkState.RUNNING:
-            self.running(problem)
 
     def pending(self, problem: tuple[str, str] | None) -> None:
         spec = self.spec
         if problem is not None or spec is None:
             reason, message = problem or (INVALID_SPEC, "invalid spec")
-            self.status.last_error = _clip(message)
-            self.fail(reason, message, "no attempt was made")
+            # Retrying cannot help: the object itself is wrong.
+            context = f"{message}; no attempt was made; delete this work item (and enqueue a corrected one)"
+            decision = lifecycle.invalid(self.item(), now=self.now, reason=reason, message=message)
+            self.apply(replace(decision, effects=(Note("Warning", reason, context),)))
+            self.failure = (reason, message)
             return
         if spec.desired_at is not None and spec.desired_at > self.now:
             self.waiting = ("NotYetDue", f"spec.desiredAt is {spec.desired_at.isoformat()}")
@@ -316,41 +340,42 @@ class _Planner:
             self.waiting = ("ConcurrencyLimit", "waiting for a free slot (global or per-pipeline limit)")
             self.plan.wants_slot = True
             return
-        self.start(spec)
+        self.start()
 
-    def start(self, spec: WorkItemResourceSpec) -> None:
-        status = self.status
-        attempt = status.total_attempts + 1
-        request = JobRequest(attempt, job_name(self.obs.name, attempt), execution_id(self.obs.uid, attempt))
-        self.move(Event.START)
-        status.attempts += 1
-        status.total_attempts = attempt
-        status.current_job = request.name
-        status.current_execution_id = request.execution_id
-        status.latest_execution_id = request.execution_id
-        status.started_at = self.now
-        status.next_attempt_at = None
-        status.capture_id = None
-        status.history.append(
-            AttemptRecord(attempt=attempt, execution_id=request.execution_id, job=request.name, started_at=self.now)
+    def start(self) -> None:
+        attempt = self.status.total_attempts + 1
+        decision = lifecycle.claim(self.item(), now=self.now, execution=execution_id(self.obs.uid, attempt))
+        started = decision.first(lifecycle.StartAttempt)
+        assert started is not None
+        request = JobRequest(started.attempt, job_name(self.obs.name, started.attempt), started.execution_id)
+        self.apply(replace(decision, effects=()))
+        self.status.current_job = request.name
+        self.status.history.append(
+            AttemptRecord(
+                attempt=request.attempt,
+                execution_id=request.execution_id,
+                job=request.name,
+                started_at=self.now,
+                upstream_execution=self.obs.upstream or "",
+            )
         )
-        del status.history[:-MAX_HISTORY]
+        del self.status.history[:-MAX_HISTORY]
         self.plan.create_job = request
         self.plan.wake_at = self.now + self.timing.start_timeout
+        budget = lifecycle.budget(decision.item)
         self.note(
-            "Normal",
-            "Started",
-            f"attempt {self.budget()} started: Job {request.name} (execution {request.execution_id})",
+            "Normal", "Started", f"attempt {budget} started: Job {request.name} (execution {request.execution_id})"
         )
 
-    def running(self, problem: tuple[str, str] | None) -> None:
+    def running(self) -> None:
+        # A running attempt is followed to its end even if the item became invalid meanwhile.
         job = self.obs.job
         status = self.status
         name = status.current_job or "?"
         if job is None:  # not observed yet: the caller looks it up before planning
             return
         if not job.exists:
-            self.attempt_failed(JOB_DELETED, f"Job {name} was deleted before it finished", True)
+            self.lost(JOB_DELETED, f"Job {name} was deleted before it finished", stop=False)
         elif job.succeeded:
             self.succeeded(job)
         elif job.failed:
@@ -360,98 +385,94 @@ class _Planner:
             start_by = started_at + self.timing.start_timeout
             stuck_by = start_by + self.timing.deadline(self.spec) + self.timing.stuck_grace
             if not job.started and self.now >= start_by:
-                self.plan.delete_job = name
-                seconds = _seconds(self.timing.start_timeout)
-                self.attempt_failed(POD_START_TIMEOUT, f"no pod of Job {name} started within {seconds}", True)
+                seconds = seconds_text(self.timing.start_timeout)
+                self.lost(POD_START_TIMEOUT, f"no pod of Job {name} started within {seconds}", stop=True)
             elif job.started and self.now >= stuck_by:
-                self.plan.delete_job = name
-                deadline = _seconds(self.timing.deadline(self.spec))
+                deadline = seconds_text(self.timing.deadline(self.spec))
                 message = f"Job {name} ran past its activeDeadlineSeconds ({deadline}) and was not ended; deleted"
-                self.attempt_failed(DEADLINE_EXCEEDED, message, True)
+                self.attempt_failed(DEADLINE_EXCEEDED, message, retryable=True, stop=True)
             else:
                 self.plan.wake_at = stuck_by if job.started else start_by
-        del problem  # a running attempt is followed to its end even if the item became invalid
+
+    def current_record(self) -> AttemptRecord | None:
+        attempt = self.status.total_attempts
+        return next((r for r in reversed(self.status.history) if r.attempt == attempt), None)
 
     def succeeded(self, job: JobObservation) -> None:
-        status = self.status
-        record = self.end_attempt(AttemptOutcome.SUCCEEDED, None, None)
-        self.move(Event.SUCCEED)
-        status.completed_at = self.now
-        status.current_execution_id = None
-        status.capture_id = job.capture_id
-        took = f" in {_seconds(self.now - record.started_at)}" if record else ""
-        capture = f"; capture {job.capture_id}" if job.capture_id else ""
-        self.note("Normal", "Completed", f"attempt {self.budget()} succeeded{took}{capture}")
-        self.plan.chain = bool(self.spec and self.spec.chain)
+        record = self.current_record()
+        item = self.item()
+        # What the attempt read: recorded when it started ("" = no upstream); unknown for an
+        # attempt started by an operator that did not record it, which is taken as current.
+        read = record.upstream_execution if record is not None else None
+        read_upstream = item.upstream_execution_id if read is None else (read or None)
+        decision = lifecycle.succeeded(
+            item,
+            now=self.now,
+            execution=self.status.current_execution_id or "",
+            capture_id=job.capture_id,
+            read_upstream=read_upstream,
+        )
+        self.apply(decision)
+        self.plan.chain = decision.first(lifecycle.ChainNext)
 
     def job_failed(self, job: JobObservation) -> None:
         detail = job.termination_message or job.message or "the pipeline container failed"
         if job.reason == JOB_REJECTED:  # the API server refused the Job: another try would be refused too
-            self.attempt_failed(JOB_REJECTED, f"the Job was refused by the API server: {detail}", False)
+            self.attempt_failed(JOB_REJECTED, f"the Job was refused by the API server: {detail}", retryable=False)
             return
         if job.reason == DEADLINE_EXCEEDED:
-            deadline = _seconds(self.timing.deadline(self.spec))
+            deadline = seconds_text(self.timing.deadline(self.spec))
             message = f"attempt exceeded activeDeadlineSeconds ({deadline}) and was stopped"
             if job.termination_message:
                 message += f": {job.termination_message}"
-            self.attempt_failed(DEADLINE_EXCEEDED, message, True)
+            self.attempt_failed(DEADLINE_EXCEEDED, message, retryable=True)
             return
         code = f"exit code {job.exit_code}: " if job.exit_code is not None else ""
-        self.attempt_failed(JOB_FAILED, f"{code}{detail}", job.retryable)
+        self.attempt_failed(JOB_FAILED, f"{code}{detail}", retryable=job.retryable)
 
-    def attempt_failed(self, reason: str, message: str, retryable: bool) -> None:
-        status = self.status
-        message = _clip(message) or reason
-        self.end_attempt(AttemptOutcome.FAILED, reason, message)
-        status.last_error = message
-        status.current_execution_id = None
-        spec = self.spec
-        if spec is None:
-            self.fail(reason, message, f"attempt {status.attempts} failed; the spec no longer validates")
+    def lost(self, reason: str, message: str, *, stop: bool) -> None:
+        """The attempt's Job is gone or never ran: ``lifecycle.lost``, retried like any failure
+        (unless the item itself became invalid meanwhile, when no attempt could succeed)."""
+        if self.spec is None or self.invalid() is not None:
+            self.attempt_failed(reason, message, retryable=False, stop=stop)
             return
-        decision = decide_after_failure(
-            attempts=status.attempts,
-            max_attempts=spec.max_attempts,
-            policy=spec.retry,
+        message = _clip(message) or reason
+        self.failed(lifecycle.lost(self.item(), now=self.now, reason=reason, message=message, stop=stop, rng=self.rng))
+
+    def attempt_failed(self, reason: str, message: str, *, retryable: bool, stop: bool = False) -> None:
+        message = _clip(message) or reason
+        if self.spec is None:
+            retryable = False
+        decision = lifecycle.failed(
+            self.item(),
             now=self.now,
+            execution=self.status.current_execution_id,
+            reason=reason,
+            message=message,
             retryable=retryable and self.invalid() is None,
+            stop=stop,
             rng=self.rng,
         )
-        if decision.event is Event.FAIL_RETRYABLE:
-            assert decision.next_attempt_at is not None and decision.delay is not None
-            self.move(Event.FAIL_RETRYABLE)
-            status.next_attempt_at = decision.next_attempt_at
-            self.plan.retries_scheduled += 1
-            self.plan.wake_at = decision.next_attempt_at
-            self.waiting = (
-                "Backoff",
-                f"attempt {status.attempts + 1} is due at {decision.next_attempt_at.isoformat()}",
-            )
-            self.note(
-                "Warning",
-                "AttemptFailed",
-                f"attempt {self.budget()} failed ({reason}): {message}; next attempt at "
-                f"{decision.next_attempt_at.isoformat()} (in {_seconds(decision.delay)})",
-            )
-            return
-        why = "not retryable" if not retryable else "no attempts left"
-        self.fail(reason, message, f"attempt {self.budget()} failed; {why}")
+        if self.spec is None:  # no `spine work retry` can name it: it has to be replaced
+            context = f"attempt {self.status.attempts} failed; the spec no longer validates ({reason}): {message}"
+            tell = Note("Warning", "Failed", f"{context}; fix the spec, then delete the work item and enqueue it again")
+            decision = replace(decision, effects=(*(e for e in decision.effects if not isinstance(e, Note)), tell))
+        self.failed(decision)
 
-    def fail(self, reason: str, message: str, context: str) -> None:
-        self.move(Event.FAIL_FINAL)
-        self.status.completed_at = self.now
-        self.status.next_attempt_at = None
-        self.status.current_execution_id = None
-        self.failure = (reason, message)
-        if reason in (UNKNOWN_PIPELINE, INVALID_SPEC, DUPLICATE):
-            # Retrying cannot help: the object itself is wrong.
-            self.note("Warning", reason, f"{message}; {context}; delete this work item (and enqueue a corrected one)")
+    def failed(self, decision: Decision) -> None:
+        """Carry out a failed (or lost) attempt's decision, and what waits on it: the wake-up, the
+        Waiting or Failed condition."""
+        item = self.apply(decision)
+        if item.state is WorkState.RETRY_WAIT:
+            assert item.next_attempt_at is not None
+            self.plan.retries_scheduled += 1
+            self.plan.wake_at = item.next_attempt_at
+            self.waiting = ("Backoff", f"attempt {item.attempts + 1} is due at {item.next_attempt_at.isoformat()}")
         else:
-            self.note("Warning", "Failed", f"{context} ({reason}): {message}; {self.retry_hint()}")
+            self.failure = (item.reason or "Failed", item.message or "")
 
     def end_attempt(self, outcome: AttemptOutcome, reason: str | None, error: str | None) -> AttemptRecord | None:
-        attempt = self.status.total_attempts
-        record = next((r for r in reversed(self.status.history) if r.attempt == attempt), None)
+        record = self.current_record()
         if record is None or record.outcome is not AttemptOutcome.RUNNING:
             return record
         record.finished_at = self.now
@@ -468,14 +489,16 @@ class _Planner:
         status.observed_generation = self.obs.generation
         state = status.state or WorkState.PENDING
         failure = self.failure or self._old_failure()
-        running_msg = f"attempt {self.budget()}: Job {status.current_job}" if state is WorkState.RUNNING else ""
+        budget = f"{status.attempts}/{self.spec.max_attempts if self.spec else '?'}"
+        running_msg = f"attempt {budget}: Job {status.current_job}" if state is WorkState.RUNNING else ""
+        stopped = (status.reason or lifecycle.CANCELLED, status.message or "cancelled")
         ready = {
             WorkState.COMPLETE: (ConditionStatus.TRUE, "Complete", "the work item completed"),
             WorkState.RUNNING: (ConditionStatus.FALSE, "Running", running_msg),
             WorkState.PENDING: (ConditionStatus.FALSE, "Pending", "waiting to start"),
             WorkState.RETRY_WAIT: (ConditionStatus.FALSE, "RetryWait", status.last_error or ""),
             WorkState.FAILED: (ConditionStatus.FALSE, "Failed", status.last_error or ""),
-            WorkState.CANCELLED: (ConditionStatus.FALSE, "Cancelled", "cancelled by spec.cancel"),
+            WorkState.CANCELLED: (ConditionStatus.FALSE, *stopped),
         }[state]
         self.set(ConditionType.READY, *ready)
         if state is WorkState.RUNNING:
@@ -524,6 +547,15 @@ class _Planner:
             conditions.append(new)
         else:
             conditions[conditions.index(old)] = new
+
+
+def requested(obs: Observation, timing: Timing) -> WorkItemStatus:
+    """The status once the user's requests in the spec (retry, wake, dismiss, cancel) are carried
+    out, and nothing else (no attempt started, no backoff elapsed): what ``spine work`` reports on
+    the kubernetes backend before the operator has written it."""
+    planner = _Planner(obs, timing, None)
+    planner.answer_requests()
+    return planner.status
 
 
 def plan(obs: Observation, timing: Timing, rng: random.Random | None = None) -> Plan:

@@ -5,7 +5,9 @@ Called by the operator (to read what users applied and to write status), by
 :class:`~market_spine.core.workitem.WorkItemSpec`), and by the tests that prove these models and
 ``crds/spine.marketspine.io_spineworkitems.yaml`` describe the same fields, enums, defaults and
 ranges. The spec reuses ``WorkItemSpec`` (shared with the local queue) and adds only what exists
-on Kubernetes: ``cancel``, ``retryRequest``, ``image`` and ``resources``.
+on Kubernetes: the requests a user (or ``spine work``) makes by writing the spec, which the
+operator carries out through ``core.lifecycle`` (``cancel``, ``retryRequest``, ``wakeRequest``,
+``dismissRequest``), and ``image`` and ``resources``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ PARAM_FLAGS: dict[str, str] = {
 MAX_PARAMS = 8
 MAX_HISTORY = 20  # attempts kept in status.history (and re-synced to core_executions)
 MAX_ERROR_CHARS = 2048  # a termination message is at most 4096 bytes; keep status small
+MAX_REASON_CHARS = 256  # a dismissal's reason, as typed
 
 
 class ConditionStatus(enum.StrEnum):
@@ -88,6 +91,9 @@ class WorkItemResourceSpec(WorkItemSpec):
     pipeline: str = Field(min_length=1, max_length=253)
     cancel: bool = False
     retry_request: int = Field(0, alias="retryRequest", ge=0)
+    wake_request: int = Field(0, alias="wakeRequest", ge=0)
+    dismiss_request: int = Field(0, alias="dismissRequest", ge=0)
+    dismiss_reason: str | None = Field(None, alias="dismissReason", min_length=1, max_length=MAX_REASON_CHARS)
     image: str | None = Field(None, min_length=1, max_length=512)
     resources: ResourceRequirements | None = None
 
@@ -138,6 +144,9 @@ class AttemptRecord(BaseModel):
     outcome: AttemptOutcome = AttemptOutcome.RUNNING
     reason: str | None = None
     error: str | None = Field(None, max_length=MAX_ERROR_CHARS)
+    # The upstream run (annotation spine.marketspine.io/upstream-execution) the attempt read; "" =
+    # none. Compared on success with the item's current upstream (``core.lifecycle.succeeded``).
+    upstream_execution: str | None = Field(None, alias="upstreamExecution")
 
 
 class WorkItemStatus(BaseModel):
@@ -149,6 +158,8 @@ class WorkItemStatus(BaseModel):
     attempts: int = Field(0, ge=0)
     total_attempts: int = Field(0, alias="totalAttempts", ge=0)
     last_error: str | None = Field(None, alias="lastError", max_length=MAX_ERROR_CHARS)
+    reason: str | None = Field(None, max_length=128)
+    message: str | None = Field(None, max_length=MAX_ERROR_CHARS)
     next_attempt_at: datetime | None = Field(None, alias="nextAttemptAt")
     current_job: str | None = Field(None, alias="currentJob")
     current_execution_id: str | None = Field(None, alias="currentExecutionId")
@@ -159,6 +170,8 @@ class WorkItemStatus(BaseModel):
     state_changed_at: datetime | None = Field(None, alias="stateChangedAt")
     observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
     observed_retry_request: int = Field(0, alias="observedRetryRequest", ge=0)
+    observed_wake_request: int = Field(0, alias="observedWakeRequest", ge=0)
+    observed_dismiss_request: int = Field(0, alias="observedDismissRequest", ge=0)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[AttemptRecord] = Field(default_factory=list, max_length=MAX_HISTORY)
 

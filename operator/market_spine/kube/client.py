@@ -57,12 +57,15 @@ class UnavailableError(KubeError):
     """The API server could not be reached, timed out, or answered 429/5xx: retry later."""
 
 
-def load_configuration(kubeconfig: Path | None = None) -> Configuration:
-    """Credentials for the API: ``kubeconfig`` if given, else in-cluster, else the default kubeconfig."""
+def load_configuration(kubeconfig: Path | None = None, context: str | None = None) -> Configuration:
+    """Credentials for the API: ``kubeconfig`` (its ``context``, else its current one) if given,
+    else in-cluster, else the default kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``)."""
     configuration = Configuration()
     try:
-        if kubeconfig is not None:
-            kube_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+        if kubeconfig is not None or context is not None:
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig) if kubeconfig else None, context=context, client_configuration=configuration
+            )
         else:
             try:
                 kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

@@ -3,24 +3,30 @@
 Called by the CLI (``cli.work``) when ``SPINE_BACKEND=kubernetes``, from a laptop (kubeconfig) or
 a CronJob (in-cluster). It has the same methods and results as ``services.queue.LocalQueue``, so
 the CLI prints the same output for both backends. It only writes what a user could write with
-kubectl — create an item, set ``spec.retryRequest`` or ``spec.cancel`` — and leaves every state
-change to the operator, which applies them through the same state machine.
+kubectl — create an item, raise ``spec.retryRequest``, ``spec.wakeRequest`` or
+``spec.dismissRequest``, set ``spec.cancel`` — and leaves every state change to the operator,
+which carries them out through ``core.lifecycle``, the same functions the local queue calls. It
+asks the lifecycle first too, so a request the operator would refuse is refused here, in the same
+words, before anything is written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from market_spine.config import Settings
+from market_spine.core import lifecycle
+from market_spine.core import reconcile as planner
+from market_spine.core.lifecycle import queue_order
 from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN
-from market_spine.core.resource import WorkItemResourceSpec, WorkItemStatus, manifest
-from market_spine.core.states import Event, IllegalTransition, WorkState, is_terminal, transition
+from market_spine.core.resource import ANNOTATION_UPSTREAM_EXECUTION, WorkItemResourceSpec, WorkItemStatus, manifest
+from market_spine.core.states import IllegalTransition, WorkState
 from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec, enqueue_each
 from market_spine.errors import NotFound, UsageError
 from market_spine.kube.client import (
@@ -53,54 +59,71 @@ class KubeWorkItem:
     current_job: str | None
     latest_execution_id: str | None
     created_at: str
+    item: lifecycle.Item = field(repr=False, compare=False)
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> KubeWorkItem:
+    def from_object(cls, obj: dict[str, Any], now: datetime) -> KubeWorkItem:
         meta = obj.get("metadata") or {}
         spec = WorkItemResourceSpec.model_validate(obj.get("spec") or {})
-        status = WorkItemStatus.model_validate(obj.get("status") or {})
-        state, attempts = effective_state(spec, status)
+        item = effective_item(obj, now)
         return cls(
             k8s_name=str(meta.get("name")),
             namespace=str(meta.get("namespace")),
             domain=spec.domain,
             pipeline=spec.pipeline,
             partition_key=spec.partition_key,
-            state=state,
+            state=item.state,
             priority=spec.priority,
             desired_at=spec.desired_at,
-            attempt_count=attempts,
+            attempt_count=item.attempts,
             max_attempts=spec.max_attempts,
-            next_attempt_at=status.next_attempt_at,
-            last_error=status.last_error,
-            current_job=status.current_job,
-            latest_execution_id=status.latest_execution_id,
+            next_attempt_at=item.next_attempt_at,
+            last_error=item.last_error,
+            current_job=(obj.get("status") or {}).get("currentJob"),
+            latest_execution_id=item.latest_execution_id,
             created_at=str(meta.get("creationTimestamp") or ""),
+            item=item,
             raw=obj,
         )
 
 
-def effective_state(spec: WorkItemResourceSpec, status: WorkItemStatus) -> tuple[WorkState, int]:
-    """The state (and attempt count) of a work item once the operator has applied what was asked
-    of it: a retry request (``spec.retryRequest``) or a cancel (``spec.cancel``) the operator has
-    not acted on yet. Reporting this makes ``spine work`` answer the same on both backends right
-    after ``retry`` or ``cancel`` (the local queue applies them at once)."""
-    state = status.state or WorkState.PENDING
-    attempts = status.attempts
-    if spec.retry_request > status.observed_retry_request and state in (WorkState.FAILED, WorkState.COMPLETE):
-        state, attempts = WorkState.PENDING, 0
-    if spec.cancel and not is_terminal(state):
-        state = WorkState.CANCELLED
-    return state, attempts
+# Only the requests are carried out here; the time limits of an attempt do not matter.
+_TIMING = planner.Timing(start_timeout=timedelta(minutes=10), default_deadline=timedelta(hours=1))
+
+
+def effective_item(obj: dict[str, Any], now: datetime) -> lifecycle.Item:
+    """The work item once the operator has acted on what was asked of it (``spec.retryRequest``,
+    ``spec.wakeRequest``, ``spec.dismissRequest``, ``spec.cancel``) but has not written yet, by the
+    operator's own planner (``core.reconcile.requested``), so ``spine work`` answers the same on
+    both backends right after a request (the local queue applies them at once)."""
+    meta = obj.get("metadata") or {}
+    spec = WorkItemResourceSpec.model_validate(obj.get("spec") or {})
+    status = WorkItemStatus.model_validate(obj.get("status") or {})
+    upstream = (meta.get("annotations") or {}).get(ANNOTATION_UPSTREAM_EXECUTION)
+    observation = planner.Observation(
+        name=str(meta.get("name")),
+        namespace=str(meta.get("namespace")),
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        status=status,
+        now=now,
+        may_start=False,
+        upstream=upstream,
+    )
+    return planner.item_of(observation.name, spec, planner.requested(observation, _TIMING), upstream)
 
 
 class KubernetesQueue:
     """The same interface as ``services.queue.LocalQueue``, over SpineWorkItems in one namespace."""
 
-    def __init__(self, settings: Settings, client: KubeClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: KubeClient | None = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.namespace = settings.namespace
-        self.client = client or KubeClient(load_configuration(settings.kubeconfig))
+        self.client = client or KubeClient(load_configuration(settings.kubeconfig, settings.kube_context))
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     def enqueue(self, spec: WorkItemSpec) -> EnqueueResult:
         """Create the work item, or report the existing one: enqueueing twice is a no-op."""
@@ -111,7 +134,7 @@ class KubernetesQueue:
         except AlreadyExistsError:
             obj = self.client.get(swi_path(self.namespace, spec.name))
             created = False
-        state = KubeWorkItem.from_object(obj).state.value
+        state = KubeWorkItem.from_object(obj, self.clock()).state.value
         return EnqueueResult(
             name=spec.name, pipeline=spec.pipeline, partition_key=spec.partition_key, created=created, state=state
         )
@@ -124,11 +147,12 @@ class KubernetesQueue:
     def list(
         self, states: list[WorkState] | None = None, pipeline: str | None = None, limit: int = 200
     ) -> list[KubeWorkItem]:
-        """Work items, most urgent first (priority, then desiredAt, then age), like the local queue."""
+        """Work items, most urgent first (``core.lifecycle.queue_order``), like the local queue."""
         items = []
+        now = self.clock()
         for obj in self.client.list(swi_path(self.namespace)):
             try:
-                item = KubeWorkItem.from_object(obj)
+                item = KubeWorkItem.from_object(obj, now)
             except ValidationError:
                 continue  # not ours to show: the operator marks it FAILED with the reason
             if item.domain != DOMAIN or (states and item.state not in states):
@@ -136,45 +160,69 @@ class KubernetesQueue:
             if pipeline and item.pipeline != pipeline:
                 continue
             items.append(item)
-        items.sort(key=lambda i: (-i.priority, i.desired_at.isoformat() if i.desired_at else "", i.created_at))
+        items.sort(
+            key=lambda i: queue_order(
+                i.priority, i.desired_at.isoformat() if i.desired_at else i.created_at, i.created_at, i.k8s_name
+            )
+        )
         return items[:limit]
 
     def get(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
         name = work_item_name(DOMAIN, pipeline, partition.as_dict())
         try:
-            return KubeWorkItem.from_object(self.client.get(swi_path(self.namespace, name)))
+            return KubeWorkItem.from_object(self.client.get(swi_path(self.namespace, name)), self.clock())
         except NotFoundError:
             raise NotFound(f"no work item for {pipeline} {partition.key} (SpineWorkItem {name})") from None
 
     def retry(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
-        """Admin retry: FAILED (or COMPLETE, to re-run) → PENDING with a fresh attempt budget.
-
-        Raises ``spec.retryRequest`` above what the operator has acted on; the operator makes the
-        transition. The returned item shows the state the operator moves it to.
-        """
+        """Admin retry: FAILED, COMPLETE (to re-run) or CANCELLED (to re-open) → PENDING with a
+        fresh attempt budget. Raises ``spec.retryRequest`` above what the operator has acted on and
+        clears ``spec.cancel``; the operator makes the transition."""
 
         def change(obj: dict[str, Any]) -> dict[str, Any]:
-            spec, status = obj.get("spec") or {}, obj.get("status") or {}
-            current = max(int(spec.get("retryRequest") or 0), int(status.get("observedRetryRequest") or 0))
-            return {"spec": {"retryRequest": current + 1}}
+            return {"spec": {"retryRequest": _next(obj, "retryRequest", "observedRetryRequest"), "cancel": False}}
 
-        return self._request(pipeline, partition, Event.ADMIN_RETRY, change)
+        return self._request(pipeline, partition, lambda item, now: lifecycle.admin_retry(item, now=now), change)
 
     def cancel(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
         """Cancel a work item that has not finished (``spec.cancel: true``); the operator deletes its Job."""
-        return self._request(pipeline, partition, Event.CANCEL, lambda _obj: {"spec": {"cancel": True}})
+        return self._request(
+            pipeline,
+            partition,
+            lambda item, now: lifecycle.cancel(item, now=now),
+            lambda _obj: {"spec": {"cancel": True}},
+        )
+
+    def wake(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
+        """Run a RETRY_WAIT item now (``spec.wakeRequest``), not at its ``nextAttemptAt``."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any]:
+            return {"spec": {"wakeRequest": _next(obj, "wakeRequest", "observedWakeRequest")}}
+
+        return self._request(
+            pipeline, partition, lambda item, now: lifecycle.wake(item, now=now, requested=True), change
+        )
+
+    def dismiss(self, pipeline: str, partition: FinraPartition, why: str) -> KubeWorkItem:
+        """FAILED → CANCELLED (reason Dismissed) through ``spec.dismissRequest`` and ``spec.dismissReason``."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any]:
+            number = _next(obj, "dismissRequest", "observedDismissRequest")
+            return {"spec": {"dismissRequest": number, "dismissReason": why or None}}
+
+        return self._request(pipeline, partition, lambda item, now: lifecycle.dismiss(item, now=now, why=why), change)
 
     def _request(
         self,
         pipeline: str,
         partition: FinraPartition,
-        event: Event,
+        decide: Callable[[lifecycle.Item, datetime], lifecycle.Decision],
         change: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> KubeWorkItem:
         for _ in range(5):  # re-read and re-apply on a concurrent change
             item = self.get(pipeline, partition)
             try:
-                new_state = transition(item.state, event)
+                decide(item.item, self.clock())  # refused here as the operator would refuse it
             except IllegalTransition as exc:
                 raise UsageError(str(exc)) from None
             patch = change(item.raw)
@@ -183,14 +231,11 @@ class KubernetesQueue:
                 obj = self.client.merge_patch(swi_path(self.namespace, item.k8s_name), patch)
             except ConflictError:
                 continue
-            updated = KubeWorkItem.from_object(obj)
-            return _with_state(updated, new_state)
+            return KubeWorkItem.from_object(obj, self.clock())
         raise UsageError(f"{pipeline} {partition.key}: the work item keeps changing; try again")
 
 
-def _with_state(item: KubeWorkItem, state: WorkState) -> KubeWorkItem:
-    values = {f: getattr(item, f) for f in item.__dataclass_fields__}
-    values["state"] = state
-    if state is WorkState.PENDING:
-        values["attempt_count"] = 0
-    return KubeWorkItem(**values)
+def _next(obj: dict[str, Any], request: str, observed: str) -> int:
+    """A request counter's next value: above both what was asked and what the operator acted on."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return max(int(spec.get(request) or 0), int(status.get(observed) or 0)) + 1

@@ -53,6 +53,9 @@ class MirrorUpdate:
     state: WorkState
     attempt_count: int
     updated_at: datetime
+    total_attempts: int
+    reason: str | None
+    message: str | None
     next_attempt_at: datetime | None
     last_error: str | None
     current_execution_id: str | None
@@ -75,6 +78,9 @@ class MirrorUpdate:
             state=status.state or WorkState.PENDING,
             attempt_count=status.attempts,
             updated_at=status.state_changed_at or now,
+            total_attempts=status.total_attempts,
+            reason=status.reason,
+            message=status.message,
             next_attempt_at=status.next_attempt_at,
             last_error=status.last_error,
             current_execution_id=status.current_execution_id,
@@ -255,6 +261,9 @@ class DbSync:
             state=update.state,
             attempt_count=update.attempt_count,
             updated_at=update.updated_at,
+            total_attempts=update.total_attempts,
+            state_reason=update.reason,
+            state_message=update.message,
             next_attempt_at=update.next_attempt_at,
             last_error=update.last_error,
             current_execution_id=update.current_execution_id,

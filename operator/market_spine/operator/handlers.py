@@ -72,9 +72,11 @@ def build_registry(
 
     @kopf.index(GROUP, VERSION, PLURAL, id=ITEMS_INDEX, registry=registry)
     async def spine_work_items(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bool]:
-        record = item_record(body)
-        reconciler.item_event(record, _identity(body))
-        return {record.key: True}
+        meta = body.metadata
+        key = (str(meta.namespace), str(meta.name))
+        if not reconciler.echo(key, str(meta.uid), str(meta.get("resourceVersion"))):
+            reconciler.item_event(item_record(body), _identity(body))
+        return {key: True}
 
     @kopf.index("batch", "v1", "jobs", labels=OUR_JOBS, id=JOBS_INDEX, registry=registry)
     async def spine_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bool]:

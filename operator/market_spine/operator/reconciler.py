@@ -32,7 +32,6 @@ import json
 import logging
 import random
 import sys
-import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -42,7 +41,9 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from market_spine.config import Settings
+from market_spine.core import lifecycle
 from market_spine.core import reconcile as core
+from market_spine.core.lifecycle import queue_order
 from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN
 from market_spine.core.resource import (
@@ -54,9 +55,8 @@ from market_spine.core.resource import (
     WorkItemStatus,
     manifest,
 )
-from market_spine.core.stages import next_pipeline
 from market_spine.core.states import WorkState, is_terminal
-from market_spine.core.workitem import DEFAULT_PRIORITY, WorkItemSpec
+from market_spine.core.workitem import DEFAULT_PRIORITY, FinraPartition
 from market_spine.kube import client as kube
 from market_spine.kube.events import event_manifest
 from market_spine.kube.jobs import JobView, build_job, job_view, observe, pod_outcome, reported_capture
@@ -87,6 +87,7 @@ class ItemView:
     spec: WorkItemResourceSpec | None
     spec_error: str | None
     status: WorkItemStatus
+    upstream: str | None = None
 
     @property
     def key(self) -> Key:
@@ -101,7 +102,9 @@ class ItemView:
 class ItemRecord:
     """What the operator keeps in memory about one SpineWorkItem between decisions: the few fields
     it looks at across items (limits, priorities, duplicates, metrics) and the rest as compact JSON.
-    A parsed object weighs about five times as much, which matters with ten thousand of them."""
+    A parsed object weighs about five times as much, which matters with ten thousand of them. (Not
+    compressed: zlib's per-call set-up cost ~0.15 ms per record, most of an event's CPU in bursts,
+    to save ~1 KB per item.)"""
 
     namespace: str
     name: str
@@ -119,7 +122,8 @@ class ItemRecord:
     state: WorkState | None
     total_attempts: int
     current_job: str | None
-    spec_json: bytes  # zlib-compressed JSON (a status with its history compresses ~4×)
+    upstream: str | None  # annotation spine.marketspine.io/upstream-execution: what a chained item reads
+    spec_json: bytes  # compact JSON
     status_json: bytes
 
     @property
@@ -131,13 +135,13 @@ class ItemRecord:
         spec: WorkItemResourceSpec | None = None
         error: str | None = None
         try:
-            spec = WorkItemResourceSpec.model_validate_json(zlib.decompress(self.spec_json))
+            spec = WorkItemResourceSpec.model_validate_json(self.spec_json)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             error = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
         try:
-            status = WorkItemStatus.model_validate_json(zlib.decompress(self.status_json))
+            status = WorkItemStatus.model_validate_json(self.status_json)
         except ValidationError:
             status = WorkItemStatus()  # unreadable status (not written by us): start over from PENDING
         return ItemView(
@@ -151,6 +155,7 @@ class ItemRecord:
             spec=spec,
             spec_error=error,
             status=status,
+            upstream=self.upstream,
         )
 
 
@@ -189,8 +194,9 @@ def item_record(body: Mapping[str, Any]) -> ItemRecord:
         state=_state(status.get("state")),
         total_attempts=total if isinstance(total, int) else 0,
         current_job=status.get("currentJob") or None,
-        spec_json=zlib.compress(json.dumps(spec, separators=(",", ":")).encode(), 1),
-        status_json=zlib.compress(json.dumps(status, separators=(",", ":")).encode(), 1),
+        upstream=(meta.get("annotations") or {}).get(ANNOTATION_UPSTREAM_EXECUTION) or None,
+        spec_json=json.dumps(spec, separators=(",", ":")).encode(),
+        status_json=json.dumps(status, separators=(",", ":")).encode(),
     )
 
 
@@ -268,6 +274,15 @@ class Reconciler:
         self.events_seen = 0
 
     # --- feeding (called by the Kopf handlers) ---------------------------------------------
+
+    def echo(self, key: Key, uid: str, resource_version: str) -> bool:
+        """Is this watch event the version already known (the echo of this operator's own write)?
+        Then it changes nothing, and the handler need not even parse it."""
+        known = self._items.get(key)
+        if known is None or known.uid != uid or known.resource_version != resource_version:
+            return False
+        self.events_seen += 1
+        return True
 
     def item_event(self, view: ItemRecord, identity: tuple[str, ...]) -> None:
         """A work item was listed, added or changed (from Kopf's index function, which sees every
@@ -421,12 +436,16 @@ class Reconciler:
             job=job,
             spec_error=view.spec_error,
             pipeline_error=pipeline_error,
-            may_start=False,
             duplicate_of=self._duplicate_of(record),
+            upstream=view.upstream,
         )
-        if core.wants_to_start(obs) and view.spec is not None:
-            obs = replace(obs, may_start=self.admission.request(key, view.spec.pipeline, self._order(record)))
+        # Plan as if a concurrency slot were free; only a plan that starts an attempt needs one,
+        # and if none is granted, plan again without (the item waits, ConcurrencyLimit).
         plan = core.plan(obs, self.timing, self.options.rng)
+        spec = view.spec
+        if plan.create_job and spec and not self.admission.request(key, spec.pipeline, self._order(record)):
+            obs = replace(obs, may_start=False)
+            plan = core.plan(obs, self.timing, self.options.rng)
         await self._execute(view, obs, plan, signature)
 
     def _duplicate_of(self, record: ItemRecord) -> str | None:
@@ -438,7 +457,11 @@ class Reconciler:
             return None
         # One that already ran wins, then the one named as `spine work enqueue` names it, then the
         # oldest (timestamps have one-second resolution, so ties are broken by name).
-        canonical = work_item_name(record.domain, record.pipeline, {"tier": record.tier, "week": record.week})
+        try:
+            partition = FinraPartition.model_validate({"week": record.week, "tier": record.tier}).as_dict()
+        except ValueError:  # not a valid partition: no name is canonical
+            partition = {}
+        canonical = work_item_name(record.domain, record.pipeline, partition) if partition else ""
         keeper = min(same.items(), key=lambda kv: (not kv[1][0], kv[0][1] != canonical, kv[1][1], kv[0][1]))[0]
         return None if keeper == record.key else keeper[1]
 
@@ -450,7 +473,7 @@ class Reconciler:
 
     @staticmethod
     def _order(record: ItemRecord) -> Order:
-        return (-record.priority, record.desired, record.created, record.name)
+        return queue_order(record.priority, record.desired, record.created, record.name)
 
     async def _observe_job(self, view: ItemView) -> core.JobObservation:
         name = view.status.current_job
@@ -495,8 +518,8 @@ class Reconciler:
                 again.transitions[:0] = plan.transitions
                 plan = again
         notes = list(plan.notes)
-        if plan.chain:
-            notes += await self._chain(view, plan.status)
+        if plan.chain is not None:
+            notes += await self._chain(view, plan.chain)
         if plan.changed:
             record = await self._write_status(view, plan.status)
             if record is None:
@@ -590,7 +613,7 @@ class Reconciler:
             domain = spec.domain
             for before, after in plan.transitions:
                 self.metrics.transitions.labels(domain, after.value).inc()
-                if before in (WorkState.FAILED, WorkState.COMPLETE) and after is WorkState.PENDING:
+                if before in (WorkState.FAILED, WorkState.COMPLETE, WorkState.CANCELLED) and after is WorkState.PENDING:
                     self.metrics.admin_retries.labels(domain).inc()
             if plan.create_job is not None and started:
                 self.metrics.attempts.labels(domain, spec.pipeline).inc()
@@ -619,81 +642,48 @@ class Reconciler:
 
     # --- chained work items -----------------------------------------------------------------
 
-    async def _chain(self, view: ItemView, status: WorkItemStatus) -> list[core.Note]:
-        """On COMPLETE with spec.chain: create the next stage's work item, or re-run it when it
-        already finished on an older capture (a restatement). Idempotent per upstream execution."""
+    async def _chain(self, view: ItemView, step: lifecycle.ChainNext) -> list[core.Note]:
+        """Carry out ``core.lifecycle.chain`` for the next stage's item: create it, or point it at
+        this run and re-run it (by raising its ``spec.retryRequest``: its own reconcile re-opens it
+        through the same lifecycle) or let it finish first. The annotation records which upstream
+        run it follows, so a replayed completion changes nothing."""
         spec = view.spec
         assert spec is not None
-        following = next_pipeline(spec.pipeline)
-        upstream = status.latest_execution_id or ""
-        if following is None:
-            return []
-        from market_spine.services.runs import downstream_params
-
-        if status.capture_id:
-            params = downstream_params(spec.params, status.capture_id)
-        else:
-            params = {k: v for k, v in spec.params.items() if k not in ("file", "url", "source", "capture_id")}
-        params = {k: v for k, v in params.items() if k in PARAM_FLAGS}
-        next_spec = WorkItemSpec(
-            domain=spec.domain,
-            pipeline=following,
-            partition=spec.partition,
-            params=params,
-            priority=spec.priority,
-            max_attempts=spec.max_attempts,
-            retry=spec.retry,
-            active_deadline_seconds=spec.active_deadline_seconds,
-            chain=True,
-        )
+        step = replace(step, params={k: v for k, v in step.params.items() if k in PARAM_FLAGS})
         extra: dict[str, Any] = {}
         if spec.image:
             extra["image"] = spec.image
         if spec.resources is not None:
             extra["resources"] = spec.resources.model_dump()
-        body = manifest(next_spec, view.namespace, **extra)
-        body["metadata"]["annotations"] = {ANNOTATION_UPSTREAM_EXECUTION: upstream}
+        body = manifest(spec.downstream(step), view.namespace, **extra)
+        body["metadata"]["annotations"] = {ANNOTATION_UPSTREAM_EXECUTION: step.upstream_execution_id}
         name = body["metadata"]["name"]
         try:
             await self.call(self.client.create, kube.swi_path(view.namespace), body)
-            return [core.Note("Normal", "Chained", f"created {name} ({following})")]
+            decision = lifecycle.chain(step, None, now=self.clock())
+            return [replace(decision.note, message=f"created {name} ({step.pipeline})")] if decision.note else []
         except kube.AlreadyExistsError:
             pass
-        existing = await self.call(self.client.get, kube.swi_path(view.namespace, name))
-        meta = existing.get("metadata") or {}
-        if (meta.get("annotations") or {}).get(ANNOTATION_UPSTREAM_EXECUTION) == upstream:
+        existing = item_view(await self.call(self.client.get, kube.swi_path(view.namespace, name)))
+        if existing.spec is None:
+            return [core.Note("Warning", "ChainSkipped", f"{name} has an invalid spec: {existing.spec_error}")]
+        downstream = core.item_of(name, existing.spec, existing.status, existing.upstream)
+        decision = lifecycle.chain(step, downstream, now=self.clock())
+        if decision.action is lifecycle.ChainAction.NOTHING:
             return []  # this completion was chained already (a replayed event, or a restart)
-        state = (existing.get("status") or {}).get("state")
-        old_params = (existing.get("spec") or {}).get("params") or {}
+        old_params = existing.spec.params
         patch: dict[str, Any] = {
             "metadata": {
-                "resourceVersion": meta.get("resourceVersion"),
-                "annotations": {ANNOTATION_UPSTREAM_EXECUTION: upstream},
+                "resourceVersion": existing.resource_version,
+                "annotations": {ANNOTATION_UPSTREAM_EXECUTION: step.upstream_execution_id},
             },
-            "spec": {"params": {k: params.get(k) for k in set(old_params) | set(params)}},
+            "spec": {"params": {k: step.params.get(k) for k in set(old_params) | set(step.params)}},
         }
-        if state in (WorkState.COMPLETE.value, WorkState.FAILED.value):
-            current = max(
-                int((existing.get("spec") or {}).get("retryRequest") or 0),
-                int((existing.get("status") or {}).get("observedRetryRequest") or 0),
-            )
+        if decision.action is lifecycle.ChainAction.RERUN:
+            current = max(existing.spec.retry_request, existing.status.observed_retry_request)
             patch["spec"]["retryRequest"] = current + 1
-            note = core.Note(
-                "Normal", "Chained", f"re-running {name} ({following}): {state} on an older run of this stage"
-            )
-        elif state == WorkState.RUNNING.value:
-            note = core.Note(
-                "Warning",
-                "ChainDeferred",
-                f"{name} is still running on an older run of this stage; retry it when it finishes",
-            )
-            patch.pop("spec")
-        elif state == WorkState.CANCELLED.value:
-            return [core.Note("Warning", "ChainSkipped", f"{name} is CANCELLED; delete it and enqueue it again")]
-        else:
-            note = core.Note("Normal", "Chained", f"{name} ({following}) will read this run's output")
         await self.call(self.client.merge_patch, kube.swi_path(view.namespace, name), patch)
-        return [note]
+        return [replace(decision.note, message=f"{name}: {decision.note.message}")] if decision.note else []
 
     # --- events -----------------------------------------------------------------------------
 

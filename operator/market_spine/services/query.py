@@ -1,11 +1,12 @@
 """Read-side queries over computed FINRA analytics: latest, or as of one capture.
 
-Called by ``spine query venue-share|hhi|captures`` and by the demo (``top_concentrated``). Without
-a capture id, rows come from the ``<table>_latest`` views (per partition, the newest capture
-only, so a symbol dropped by a restatement is gone); with one, from the base table filtered to
-that capture (as-of). Rows are dicts keyed by the tables' column names (``symbol``, ``mpid``,
-``volume``, ``share``, ``hhi``, ``venue_count``, ``capture_id``, …) with native Python values
-(``date``, ``datetime``, ``float``); the CLI formats them.
+Called by ``spine query venue-share|hhi|tier-share|rejects|captures`` and by the demo. Without a
+capture id, rows come from the ``<table>_latest`` views (per partition, the newest capture only,
+so a symbol dropped by a restatement is gone); with one, from the base table filtered to that
+capture (as-of). A query names its partitions by week and tier; with no week it reads each tier's
+newest computed week, with no tier every tier. Rows are dicts with exactly the fields of the
+query's ``*_FIELDS`` tuple, with native Python values (``date``, ``datetime``, ``float``); the CLI
+formats them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, TableClause, column, func, select, table
+from sqlalchemy import Engine, Select, Table, TableClause, and_, column, func, or_, select, table
 
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import Stage
@@ -35,6 +37,7 @@ from market_spine.db.schema import (
 from market_spine.errors import NotFound
 
 Row = dict[str, Any]
+Partition = tuple[date, Tier]
 
 
 def latest_view(base: Table) -> TableClause:
@@ -42,38 +45,101 @@ def latest_view(base: Table) -> TableClause:
     return table(latest_view_name(base), *(column(c.name, c.type) for c in base.columns))
 
 
-def _describe(week: date, tier: Tier) -> str:
-    return f"week {week.isoformat()} tier {tier.value}"
+_CAPTURE_FIELDS = ("week", "tier", "capture_id", "captured_at")
+
+# The fields of each query, in output order: ``spine query`` prints exactly these in every format
+# (and a CSV header of them even when no row matches).
+VENUE_SHARE_FIELDS = ("symbol", "mpid", "volume", "trade_count", "share", "venue_count", *_CAPTURE_FIELDS)
+HHI_FIELDS = ("symbol", "volume", "venue_count", "hhi", *_CAPTURE_FIELDS)
+TIER_SHARE_FIELDS = ("rank", "mpid", "volume", "share", *_CAPTURE_FIELDS)
+REJECT_FIELDS = ("line_number", "stage", "reason", "record", *_CAPTURE_FIELDS)
+CAPTURE_FIELDS = (
+    "capture_id", "captured_at", "week", "tier", "published_from", "published_to", "stages", "raw_rows",
+    "normalized_rows", "rejected_rows", "venue_volume_rows", "symbol_hhi_rows", "latest",
+)  # fmt: skip
 
 
-def check_capture(engine: Engine, week: date, tier: Tier, capture_id: str) -> None:
-    """:class:`NotFound` unless ``capture_id`` is a capture of this partition."""
+class HhiSort(StrEnum):
+    """Orders of ``spine query hhi``: by symbol, or largest first (ties by volume, then symbol)."""
+
+    SYMBOL = "symbol"
+    HHI = "hhi"
+    VOLUME = "volume"
+    VENUES = "venues"
+
+
+class ShareSort(StrEnum):
+    """Orders of ``spine query venue-share``: by symbol (largest venue first), or largest first."""
+
+    SYMBOL = "symbol"
+    SHARE = "share"
+    VOLUME = "volume"
+
+
+def newest_weeks(engine: Engine, base: Table, tiers: Sequence[Tier]) -> list[Partition]:
+    """Each tier's newest week that ``base`` holds rows for (latest captures), in tier order."""
+    view = latest_view(base)
+    query = select(view.c.tier, func.max(view.c.week)).where(view.c.tier.in_([t.value for t in tiers]))
+    with engine.connect() as conn:
+        found = {Tier(tier): week for tier, week in conn.execute(query.group_by(view.c.tier))}
+    return [(found[tier], tier) for tier in tiers if tier in found]
+
+
+# The table whose newest week a query reads when no week is given: its own, but normalize's for
+# rejects (a week without rejects counts) and ingest's for captures.
+DEFAULT_WEEK_SOURCE: dict[str, Table] = {
+    "venue-share": venue_volume,
+    "hhi": symbol_hhi,
+    "tier-share": tier_venue_share,
+    "rejects": normalized,
+    "captures": raw,
+}
+
+
+def default_weeks(engine: Engine, query: str, tier: Tier | None) -> list[Partition]:
+    """The partitions ``spine query <query>`` reads without ``--week``: each tier's newest week."""
+    return newest_weeks(engine, DEFAULT_WEEK_SOURCE[query], [tier] if tier is not None else list(Tier))
+
+
+def partitions(
+    engine: Engine, base: Table, week: date | None, tier: Tier | None, capture_id: str | None = None
+) -> list[Partition]:
+    """The partitions a query reads: the one named; with no week, each tier's newest computed
+    week in ``base``; with no tier, every tier. A capture id names its own partition (which must
+    be the week and tier given, if any)."""
+    if capture_id is not None:
+        return [capture_partition(engine, capture_id, week, tier)]
+    tiers = [tier] if tier is not None else list(Tier)
+    if week is None:
+        return newest_weeks(engine, base, tiers)
+    return [(week, t) for t in tiers]
+
+
+def capture_partition(engine: Engine, capture_id: str, week: date | None, tier: Tier | None) -> Partition:
+    """The partition of ``capture_id``; :class:`NotFound` if there is no such capture, or if it
+    belongs to another week or tier than the ones given."""
     with engine.connect() as conn:
         found = conn.execute(select(raw.c.week, raw.c.tier).where(raw.c.capture_id == capture_id).limit(1)).first()
     if found is None:
-        listing = f"spine query captures --week {week.isoformat()} --tier {tier.value}"
-        raise NotFound(f"no capture {capture_id!r}; list captures with: {listing}")
-    if found.week != week or found.tier != tier.value:
-        raise NotFound(
-            f"capture {capture_id!r} is for week {found.week.isoformat()} tier {found.tier}, "
-            f"not {_describe(week, tier)}"
-        )
+        raise NotFound(f"no capture {capture_id!r}; list a partition's captures with: spine query captures")
+    if (week is not None and found.week != week) or (tier is not None and found.tier != tier.value):
+        asked = " ".join(part for part in (week and f"week {week}", tier and f"tier {tier.value}") if part)
+        raise NotFound(f"capture {capture_id!r} is for week {found.week.isoformat()} tier {found.tier}, not {asked}")
+    return found.week, Tier(found.tier)
 
 
-def _source(engine: Engine, base: Table, week: date, tier: Tier, capture_id: str | None) -> TableClause:
-    if capture_id is None:
-        return latest_view(base)
-    check_capture(engine, week, tier, capture_id)
-    return base
-
-
-def _partition_query(
-    source: TableClause, names: Sequence[str], week: date, tier: Tier, capture_id: str | None
-) -> Select[Any]:
-    query = select(*(source.c[name] for name in names)).where(source.c.week == week, source.c.tier == tier.value)
+def _select(source: Any, names: Sequence[str], where: Sequence[Partition], capture_id: str | None) -> Select[Any]:
+    """``names`` from ``source`` for the partitions ``where`` (and the one capture, if given)."""
+    match = or_(*(and_(source.c.week == w, source.c.tier == t.value) for w, t in where))
+    query = select(*(source.c[name] for name in names)).where(match)
     if capture_id is not None:
         query = query.where(source.c.capture_id == capture_id)
     return query
+
+
+def _source(base: Table, capture_id: str | None) -> Any:
+    """The latest view, or the base table for an as-of query."""
+    return base if capture_id is not None else latest_view(base)
 
 
 def _rows(engine: Engine, query: Select[Any]) -> list[Row]:
@@ -81,61 +147,124 @@ def _rows(engine: Engine, query: Select[Any]) -> list[Row]:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
-_CAPTURE_FIELDS = ("week", "tier", "capture_id", "captured_at")
+def _read(
+    engine: Engine,
+    source: Any,
+    fields: Sequence[str],
+    where: Sequence[Partition],
+    capture_id: str | None,
+    *,
+    order: Sequence[Any],
+    limit: int | None,
+    symbol: str | None = None,
+    min_venues: int = 1,
+) -> list[Row]:
+    """``fields`` of ``source`` for the partitions ``where``, filtered by symbol (as published:
+    case matters) and venue count, in ``order``, at most ``limit`` rows."""
+    query = _select(source, fields, where, capture_id)
+    if symbol:
+        query = query.where(source.c.symbol == symbol.strip())
+    if min_venues > 1:
+        query = query.where(source.c.venue_count >= min_venues)
+    return _rows(engine, query.order_by(*order).limit(limit))
 
 
 def venue_share(
-    engine: Engine, week: date, tier: Tier, *, symbol: str | None = None, capture_id: str | None = None
+    engine: Engine,
+    week: date | None,
+    tier: Tier | None,
+    *,
+    symbol: str | None = None,
+    capture_id: str | None = None,
+    sort: ShareSort = ShareSort.SYMBOL,
+    min_venues: int = 1,
+    limit: int | None = None,
 ) -> list[Row]:
-    """Each venue's volume and share of its symbol's volume; by symbol, then largest venue first."""
-    source = _source(engine, venue_volume, week, tier, capture_id)
-    names = ("symbol", "mpid", "volume", "trade_count", "share", *_CAPTURE_FIELDS)
-    query = _partition_query(source, names, week, tier, capture_id)
-    if symbol:
-        query = query.where(source.c.symbol == symbol.strip())  # as published: case matters
-    return _rows(engine, query.order_by(source.c.symbol, source.c.volume.desc(), source.c.mpid))
+    """Each venue's volume and share of its symbol's volume, with the symbol's venue count."""
+    where = partitions(engine, venue_volume, week, tier, capture_id)
+    if not where:
+        return []
+    base = _source(venue_volume, capture_id)
+    # Each symbol's venue count in its capture beside each venue's row (as symbol_hhi counts it),
+    # computed over the chosen partitions only.
+    venues = func.count().over(partition_by=(base.c.capture_id, base.c.symbol)).label("venue_count")
+    names = [name for name in VENUE_SHARE_FIELDS if name != "venue_count"]
+    source = _select(base, names, where, capture_id).add_columns(venues).subquery("venue_volume")
+    c = source.c
+    order = {
+        ShareSort.SYMBOL: (c.symbol, c.volume.desc(), c.mpid),
+        ShareSort.SHARE: (c.share.desc().nulls_last(), c.volume.desc(), c.symbol, c.mpid),
+        ShareSort.VOLUME: (c.volume.desc(), c.symbol, c.mpid),
+    }[sort]
+    return _read(
+        engine, source, VENUE_SHARE_FIELDS, where, capture_id,
+        order=(*order, c.tier, c.week), limit=limit, symbol=symbol, min_venues=min_venues,
+    )  # fmt: skip
 
 
 def hhi(
-    engine: Engine, week: date, tier: Tier, *, symbol: str | None = None, capture_id: str | None = None
-) -> list[Row]:
-    """Per symbol: total volume, venue count and HHI; by symbol."""
-    source = _source(engine, symbol_hhi, week, tier, capture_id)
-    names = ("symbol", "volume", "venue_count", "hhi", *_CAPTURE_FIELDS)
-    query = _partition_query(source, names, week, tier, capture_id)
-    if symbol:
-        query = query.where(source.c.symbol == symbol.strip())  # as published: case matters
-    return _rows(engine, query.order_by(source.c.symbol))
-
-
-def tier_share(engine: Engine, week: date, tier: Tier, *, capture_id: str | None = None) -> list[Row]:
-    """Each MPID's share of the tier's volume, by rank."""
-    source = _source(engine, tier_venue_share, week, tier, capture_id)
-    names = ("rank", "mpid", "volume", "share", *_CAPTURE_FIELDS)
-    query = _partition_query(source, names, week, tier, capture_id)
-    return _rows(engine, query.order_by(source.c.rank))
-
-
-def top_concentrated(
     engine: Engine,
-    week: date,
-    tier: Tier,
-    limit: int = 10,
+    week: date | None,
+    tier: Tier | None,
     *,
+    symbol: str | None = None,
     capture_id: str | None = None,
+    sort: HhiSort = HhiSort.SYMBOL,
     min_venues: int = 1,
+    limit: int | None = None,
 ) -> list[Row]:
-    """The most concentrated symbols: highest HHI first, ties by larger volume, then symbol.
-    ``min_venues=2`` leaves out single-venue symbols, whose HHI is 1 by definition."""
-    source = _source(engine, symbol_hhi, week, tier, capture_id)
-    names = ("symbol", "hhi", "venue_count", "volume", *_CAPTURE_FIELDS)
+    """Per symbol: total volume, venue count and HHI. ``sort=HhiSort.HHI`` with ``min_venues=2``
+    is the demo's "most concentrated symbols" (a single venue's HHI is 1 by definition)."""
+    where = partitions(engine, symbol_hhi, week, tier, capture_id)
+    if not where:
+        return []
+    source = _source(symbol_hhi, capture_id)
+    c = source.c
+    order = {
+        HhiSort.SYMBOL: (c.symbol,),
+        HhiSort.HHI: (c.hhi.desc().nulls_last(), c.volume.desc(), c.symbol),
+        HhiSort.VOLUME: (c.volume.desc(), c.symbol),
+        HhiSort.VENUES: (c.venue_count.desc(), c.hhi.desc().nulls_last(), c.symbol),
+    }[sort]
+    return _read(
+        engine, source, HHI_FIELDS, where, capture_id,
+        order=(*order, c.tier, c.week), limit=limit, symbol=symbol, min_venues=min_venues,
+    )  # fmt: skip
+
+
+def tier_share(
+    engine: Engine, week: date | None, tier: Tier | None, *, capture_id: str | None = None, limit: int | None = None
+) -> list[Row]:
+    """Each MPID's share of its tier's weekly volume, by rank (per tier, then rank)."""
+    where = partitions(engine, tier_venue_share, week, tier, capture_id)
+    source = _source(tier_venue_share, capture_id)
+    c = source.c
+    order = (c.tier, c.week, c.rank)
+    return _read(engine, source, TIER_SHARE_FIELDS, where, capture_id, order=order, limit=limit) if where else []
+
+
+def rejected(
+    engine: Engine, week: date | None, tier: Tier | None, *, capture_id: str | None = None, limit: int | None = None
+) -> list[Row]:
+    """The rows normalize refused, with the reason and the row as received, by line number."""
+    where = partitions(engine, normalized, week, tier, capture_id)  # weeks with no rejects count too
+    source = _source(rejects, capture_id)
+    c = source.c
+    order = (c.tier, c.week, c.stage, c.line_number)
+    return _read(engine, source, REJECT_FIELDS, where, capture_id, order=order, limit=limit) if where else []
+
+
+def computed_weeks(engine: Engine, domain: str = DOMAIN) -> dict[Tier, tuple[int, date, date]]:
+    """Per tier that has any: how many weeks have been computed (a CALC manifest row), the oldest
+    and the newest. What the doctor's table says the database holds, whatever window it checks."""
+    m = core_manifest.c
     query = (
-        _partition_query(source, names, week, tier, capture_id)
-        .where(source.c.hhi.is_not(None), source.c.venue_count >= min_venues)
-        .order_by(source.c.hhi.desc(), source.c.volume.desc(), source.c.symbol)
-        .limit(limit)
+        select(m.tier, func.count(), func.min(m.week), func.max(m.week))
+        .where(m.domain == domain, m.stage == Stage.CALC.value)
+        .group_by(m.tier)
     )
-    return _rows(engine, query)
+    with engine.connect() as conn:
+        return {Tier(tier): (count, oldest, newest) for tier, count, oldest, newest in conn.execute(query)}
 
 
 def _counts(engine: Engine, base: Table, week: date, tier: Tier, *conditions: Any) -> dict[str, int]:
@@ -148,7 +277,13 @@ def _counts(engine: Engine, base: Table, week: date, tier: Tier, *conditions: An
         return {capture: count for capture, count in conn.execute(query)}
 
 
-def captures(engine: Engine, week: date, tier: Tier) -> list[Row]:
+def captures(engine: Engine, week: date | None, tier: Tier | None) -> list[Row]:
+    """The captures of the partitions named (see :func:`partitions`; with no week, each tier's
+    newest ingested week), newest first within each partition."""
+    return [row for w, t in partitions(engine, raw, week, tier) for row in partition_captures(engine, w, t)]
+
+
+def partition_captures(engine: Engine, week: date, tier: Tier) -> list[Row]:
     """The partition's captures, newest first: when each was taken, which FINRA publication dates
     (``lastUpdateDate``) its rows carry, which stages it has, row counts, and which one the latest
     views show."""

@@ -1,8 +1,11 @@
-"""The local work queue: ``spine work enqueue|backfill|list|retry|cancel`` on PostgreSQL.
+"""The local work queue: ``spine work enqueue|backfill|list|retry|cancel|wake|dismiss`` on PostgreSQL.
 
 Called by the CLI when ``SPINE_BACKEND=local`` (the default). The Kubernetes backend
 (``kube.workitems.KubernetesQueue``) offers the same methods over SpineWorkItems, so the CLI does
-not care which one it holds. Every state change asks ``core.states.transition`` first.
+not care which one it holds. Every change is decided by ``core.lifecycle`` and written
+compare-and-set on the version it was read at (``db.workitems.save``): if a worker wrote the item
+meanwhile (a heartbeat, the end of an attempt), the command reads it again and decides again, so a
+cancel can never be overwritten by the attempt it cancelled.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from market_spine.core import lifecycle
 from market_spine.core.partitions import DOMAIN
-from market_spine.core.states import Event, IllegalTransition, WorkState, transition
+from market_spine.core.states import IllegalTransition, WorkState
 from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec, enqueue_each
 from market_spine.db import workitems as repo
-from market_spine.errors import NotFound, UsageError
+from market_spine.errors import ChangedMeanwhile, NotFound, UsageError
+from market_spine.services.decisions import carry_out
 
 Clock = Callable[[], datetime]
+Decide = Callable[[lifecycle.Item, datetime], lifecycle.Decision]
+ATTEMPTS = 5  # reads and decisions a command makes before it reports a work item that keeps changing
 
 
 class LocalQueue:
@@ -59,37 +66,36 @@ class LocalQueue:
         return record
 
     def retry(self, pipeline: str, partition: FinraPartition) -> repo.WorkItemRecord:
-        """Admin retry: FAILED (or COMPLETE, for a deliberate re-run) → PENDING with a fresh budget."""
-        return self._apply(pipeline, partition, Event.ADMIN_RETRY)
+        """Admin retry: FAILED, COMPLETE (a deliberate re-run) or CANCELLED (re-open) → PENDING with a
+        fresh budget."""
+        return self._apply(pipeline, partition, lambda item, now: lifecycle.admin_retry(item, now=now))
 
     def cancel(self, pipeline: str, partition: FinraPartition) -> repo.WorkItemRecord:
-        return self._apply(pipeline, partition, Event.CANCEL)
+        """Cancel; a running attempt is stopped by its worker, which finds its lease gone, and
+        whatever it writes is rolled back by the fence of its data transaction."""
+        return self._apply(pipeline, partition, lambda item, now: lifecycle.cancel(item, now=now))
 
-    def _apply(self, pipeline: str, partition: FinraPartition, event: Event) -> repo.WorkItemRecord:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            found = repo.get_by_key(conn, DOMAIN, pipeline, partition.key)
-            if found is None:
-                raise NotFound(f"no work item for {pipeline} {partition.key}")
-            record = repo.get_by_id(conn, found.id, for_update=True)
-            assert record is not None
+    def wake(self, pipeline: str, partition: FinraPartition) -> repo.WorkItemRecord:
+        """Make a RETRY_WAIT item due now; the next free worker runs it."""
+        return self._apply(pipeline, partition, lambda item, now: lifecycle.wake(item, now=now, requested=True))
+
+    def dismiss(self, pipeline: str, partition: FinraPartition, why: str) -> repo.WorkItemRecord:
+        """FAILED → CANCELLED (reason Dismissed): the doctor stops reporting it."""
+        return self._apply(pipeline, partition, lambda item, now: lifecycle.dismiss(item, now=now, why=why))
+
+    def _apply(self, pipeline: str, partition: FinraPartition, decide: Decide) -> repo.WorkItemRecord:
+        for _ in range(ATTEMPTS):
+            record = self.get(pipeline, partition)
+            now = self.clock()
             try:
-                state = transition(record.state, event)
+                decision = decide(record.item(), now)
             except IllegalTransition as exc:
                 raise UsageError(str(exc)) from None
-            values: dict[str, object] = {"state": state, "updated_at": now}
-            if event is Event.ADMIN_RETRY:
-                values |= {
-                    "attempt_count": 0,
-                    "next_attempt_at": None,
-                    "desired_at": now,
-                    "completed_at": None,
-                    "current_execution_id": None,
-                    "locked_by": None,
-                }
-            elif state is WorkState.CANCELLED:
-                values |= {"completed_at": now, "next_attempt_at": None}
-            repo.update_item(conn, record.id, **values)
-            updated = repo.get_by_id(conn, record.id)
-        assert updated is not None
-        return updated
+            try:
+                with self.engine.begin() as conn:
+                    return carry_out(conn, record, decision, now=now).record
+            except ChangedMeanwhile:
+                continue  # a worker wrote it (a heartbeat, an attempt's end): read again, decide again
+        raise ChangedMeanwhile(
+            f"the work item changed meanwhile, {ATTEMPTS} times: {pipeline} {partition.key} is busy; try again"
+        )

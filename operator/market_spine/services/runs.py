@@ -2,7 +2,8 @@
 
 Called by the CLI (``spine run``) and by ``services.worker``. Each stage runs in its own
 transaction inside the pipeline; this module records the execution in ``core_executions`` and,
-with ``chain``, runs the downstream stages on the capture the first one produced.
+with ``chain``, runs the downstream stages on the capture the first one produced (with the
+parameters ``core.lifecycle.downstream_params`` gives them, as a chained work item gets).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import Engine
 
 from market_spine.config import load_settings
 from market_spine.core.calendar import PublicationCalendar
+from market_spine.core.lifecycle import downstream_params
 from market_spine.core.partitions import DOMAIN, Tier, canonical_key, finra_partition
 from market_spine.core.stages import next_pipeline
 from market_spine.db.engine import first_line
@@ -62,13 +64,6 @@ def run_stage(
         progress=progress,
     )
     return definition.run(ctx)
-
-
-def downstream_params(params: Mapping[str, str], capture_id: str) -> dict[str, str]:
-    """Parameters for the next stage: read exactly the capture this stage wrote, not a source (nor
-    the capture day, which only names a new capture)."""
-    kept = {k: v for k, v in params.items() if k not in ("file", "source", "url", "capture_date", "capture_id")}
-    return kept | {"capture_id": capture_id}
 
 
 def run_recorded(
