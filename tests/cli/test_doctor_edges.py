@@ -11,7 +11,7 @@ import pytest
 from tests.support.cli import Spine
 
 
-@pytest.mark.parametrize(("as_of", "weeks"), [("0001-01-08", "12"), ("0001-01-20", "1")])
+@pytest.mark.parametrize(("as_of", "weeks"), [("0001-01-08", "12"), ("0001-03-05", "12"), ("0001-01-20", "1")])
 def test_an_as_of_before_the_calendar_can_hold_the_window_is_a_usage_error(
     spine: Spine, as_of: str, weeks: str
 ) -> None:

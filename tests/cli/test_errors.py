@@ -179,13 +179,6 @@ def test_every_kind_of_error_has_its_own_exit_code() -> None:
     assert len(codes) == len(set(codes)), {e.__name__: e.exit_code for e in own}
 
 
-@pytest.mark.parametrize("as_of", ["0001-01-08", "0001-03-05"])
-def test_doctor_as_of_at_the_start_of_the_calendar_is_a_usage_error(spine: Spine, as_of: str) -> None:
-    result = spine("doctor", "finra.otc_transparency", "--as-of", as_of)
-    assert result.code == 2  # could not check
-    _one_line_error(result.err, f"--as-of {as_of} is too close to the ends of the calendar (years 1 to 9999)")
-
-
 def test_an_unusable_data_directory_is_one_line_with_exit_code_2(
     spine: Spine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
