@@ -13,6 +13,7 @@ from market_spine.core.gaps import (
     FailedWork,
     GapReport,
     IncompleteChain,
+    LostWork,
     MissingPartition,
     StageMark,
     StaleTier,
@@ -272,6 +273,13 @@ def test_failed_work_gets_a_retry_command() -> None:
         ),
     ]
     assert all(g.kind == "failed_work" for g in report.failed)
+
+
+def test_a_lost_attempt_alone_makes_the_report_unhealthy() -> None:
+    lost = LostWork(INGEST, '{"tier":"OTC","week":"2025-12-15"}', "host-1-42", datetime(2026, 1, 5, 9, tzinfo=UTC))
+    report = detect_gaps(as_of=date(2026, 1, 5), expected=[], manifest={}, lost_work=[lost])
+    assert (report.healthy, report.gap_count, report.lost) == (False, 1, [lost])
+    assert (lost.kind, lost.remediation) == ("lost_work", "spine worker --until-idle")
 
 
 def test_retry_command_ignores_key_order() -> None:

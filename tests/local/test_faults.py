@@ -27,6 +27,7 @@ from market_spine.db.schema import core_manifest
 from market_spine.finra.sample import write_sample_week
 from market_spine.services.queue import LocalQueue
 from tests.operator.harness import wait_for
+from tests.support.cli import Spine
 from tests.support.localqueue import (
     ManifestGate,
     RestartablePostgres,
@@ -96,7 +97,7 @@ def held_at_the_gate(
 
 
 def test_kill_9_mid_attempt_the_lease_runs_out_the_item_is_retried_and_nothing_is_half_written(
-    engine: Engine, workers: Workers, gate: ManifestGate, week_file: tuple[Path, int]
+    engine: Engine, workers: Workers, gate: ManifestGate, week_file: tuple[Path, int], spine: Spine
 ) -> None:
     file, rows = week_file
     first = held_at_the_gate(engine, workers, gate, file, *POLL, **FAST)
@@ -107,6 +108,14 @@ def test_kill_9_mid_attempt_the_lease_runs_out_the_item_is_retried_and_nothing_i
     gate.open()
     assert raw_rows(engine) == 0
     assert item(engine, INGEST)["state"] == "RUNNING"  # until the lease runs out
+
+    # With no worker left, the doctor says what happened and what re-attempts it.
+    wait_for(lambda: now() > running["lease_expires_at"], what="the dead worker's lease to run out")
+    doctor = spine("doctor", "finra.otc_transparency", "--format", "json")
+    assert doctor.code == 1 and doctor.json()["lost_work"] == 1
+    (lost_gap,) = [g for g in doctor.json()["gaps"] if g["kind"] == "lost_work"]
+    assert lost_gap["partition"] == {"tier": "OTC", "week": WEEK.isoformat()}
+    assert lost_gap["worker"] == running["locked_by"] and lost_gap["remediation"] == "spine worker --until-idle"
 
     second = workers.start(*POLL, **FAST)
     done = wait_state(engine, INGEST, "COMPLETE")
@@ -121,6 +130,7 @@ def test_kill_9_mid_attempt_the_lease_runs_out_the_item_is_retried_and_nothing_i
     output = second.output()
     assert "attempt 1/3 ended: worker " in output and "stopped renewing its lease" in output
     assert "attempt 2/3 completed" in output
+    assert spine("doctor", "finra.otc_transparency", "--format", "json").json()["lost_work"] == 0
 
 
 def test_sigterm_gives_an_unfinished_attempt_back_after_the_grace_period(

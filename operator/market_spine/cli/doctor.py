@@ -86,7 +86,8 @@ def doctor(
         landing_dir=landing_dir or settings.landing_dir,
     )
     engine = context.engine()
-    report = check(engine, options, context.utcnow().date())
+    now = context.utcnow()
+    report = check(engine, options, now.date(), now)
     if fmt is DoctorFormat.JSON:
         print(json.dumps(report_as_dict(report, options), indent=2))
     elif fmt is DoctorFormat.PROMETHEUS:
@@ -105,6 +106,8 @@ def _print_report(data: dict[str, Any], held: dict[Tier, tuple[int, date, date]]
         f"(each tier's {weeks}); {data['missing_partitions']} missing, {data['incomplete_partitions']} incomplete, "
         f"{plural(data['stale_tiers'], 'stale tier')}, {plural(data['failed_work'], 'failed work item')}"
     )
+    if data["lost_work"]:  # named only when there is one: most reports (and the operator's) have none
+        head += f", {plural(data['lost_work'], 'lost attempt')}"
     verdict = "HEALTHY" if data["healthy"] else "GAPS FOUND"
     if is_tty():
         console().print(f"[bold]{verdict}[/bold]: {head}", markup=True)
@@ -147,4 +150,10 @@ def _detail(gap: dict[str, Any]) -> str:
         return f"no data; FINRA published it on {gap['published_on']}"
     if gap["kind"] == "failed_work":
         return f"{gap['pipeline']}: {gap['last_error'] or ''}"
+    if gap["kind"] == "lost_work":
+        worker = f"worker {gap['worker']}" if gap["worker"] else "its worker"
+        return (
+            f"{gap['pipeline']}: RUNNING, but {worker} stopped renewing its lease "
+            f"(overdue since {gap['overdue_since']}); a running `spine worker` re-attempts it (WorkerLost)"
+        )
     return "no data"  # pragma: no cover - every kind is handled above

@@ -1,7 +1,7 @@
 """Gap detection (SPEC §5): expected partitions against the manifest, as a pure function.
 
 ``services.doctor`` asks ``core.calendar`` which (trading week, tier) partitions FINRA has
-published (plus the grace), loads the manifest and the failed work items, calls
+published (plus the grace), loads the manifest, the failed work items and the lost attempts, calls
 :func:`detect_gaps`, and renders the :class:`GapReport`. Each gap carries the one ``spine`` command
 that fills it.
 """
@@ -68,6 +68,20 @@ class FailedWork:
 
 
 @dataclass(frozen=True)
+class LostWork:
+    """A local attempt still RUNNING whose lease (or deadline) has passed: its worker died or lost
+    the database, and no worker has re-attempted it yet (any running ``spine worker`` does, within
+    one poll). The Kubernetes backend has no leases: the operator watches its Jobs instead."""
+
+    pipeline: str
+    partition_key: str
+    worker: str | None
+    overdue_since: datetime
+    remediation: str = "spine worker --until-idle"
+    kind: str = "lost_work"
+
+
+@dataclass(frozen=True)
 class GapReport:
     as_of: date
     expected: int
@@ -75,14 +89,15 @@ class GapReport:
     incomplete: list[IncompleteChain] = field(default_factory=list)
     stale: list[StaleTier] = field(default_factory=list)
     failed: list[FailedWork] = field(default_factory=list)
+    lost: list[LostWork] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return not (self.missing or self.incomplete or self.stale or self.failed)
+        return not (self.missing or self.incomplete or self.stale or self.failed or self.lost)
 
     @property
     def gap_count(self) -> int:
-        return len(self.missing) + len(self.incomplete) + len(self.stale) + len(self.failed)
+        return len(self.missing) + len(self.incomplete) + len(self.stale) + len(self.failed) + len(self.lost)
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,7 @@ def detect_gaps(
     expected: Iterable[Partition],
     manifest: Mapping[Partition, Mapping[Stage, datetime]],
     failed_work: Iterable[tuple[str, str, str | None]] = (),
+    lost_work: Iterable[LostWork] = (),
     ingest_source: IngestSource = lambda _w, _t: ("--source", "finra-api"),
     stale_after_days: int | None = None,
     due: Due | None = None,
@@ -168,7 +184,8 @@ def detect_gaps(
     * stale: the week after a tier's newest complete (CALC) week has been ``due`` (FINRA published
       it, plus the grace) for more than ``stale_after_days`` days (with no ``due``, every week is
       due on its Monday); tiers already reported as missing or incomplete are not counted twice;
-    * failed: work items stuck in FAILED → ``spine work retry``.
+    * failed: work items stuck in FAILED → ``spine work retry``;
+    * lost: local attempts whose lease ran out with no worker to re-attempt them → ``spine worker``.
     """
     expected_list = sorted(set(expected))
     report = GapReport(as_of=as_of, expected=len(expected_list))
@@ -210,4 +227,5 @@ def detect_gaps(
                 report.stale.append(StaleTier(tier, newest, age, fix))
     for pipeline, partition_key, error in failed_work:
         report.failed.append(FailedWork(pipeline, partition_key, error, retry_command(pipeline, partition_key)))
+    report.lost.extend(lost_work)
     return report

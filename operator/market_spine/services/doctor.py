@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from market_spine.core.calendar import PublicationCalendar
-from market_spine.core.gaps import GapReport, IngestSource, StageMark, current_stages, detect_gaps
+from market_spine.core.gaps import GapReport, IngestSource, LostWork, StageMark, current_stages, detect_gaps
 from market_spine.core.partitions import DOMAIN, Tier
 from market_spine.core.stages import Stage
 from market_spine.core.states import WorkState
@@ -60,7 +60,9 @@ def _ingest_source(landing_dir: Path | None, calendar: PublicationCalendar) -> I
     return source
 
 
-def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
+def check(engine: Engine, options: DoctorOptions, today: date, now: datetime | None = None) -> GapReport:
+    """The gaps of ``options.domain`` as of ``options.as_of`` (else ``today``); with ``now``, also
+    the local attempts whose lease or deadline had passed by then (lost, not yet re-attempted)."""
     as_of = options.as_of or today
     calendar = options.calendar
     try:
@@ -83,6 +85,8 @@ def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
             for week, tier, stage, *mark in rows:
                 marks.setdefault((week, Tier(tier)), {})[Stage(stage)] = StageMark(*mark)
         failed = repo.list_items(conn, domain=options.domain, states=[WorkState.FAILED], limit=10_000)
+        running = repo.list_items(conn, domain=options.domain, states=[WorkState.RUNNING], limit=10_000)
+    lost = [_lost(item, now) for item in running if now is not None and _overdue(item, now)]
     judged = {partition: current_stages(stages) for partition, stages in marks.items()}
     return detect_gaps(
         as_of=as_of,
@@ -90,10 +94,22 @@ def check(engine: Engine, options: DoctorOptions, today: date) -> GapReport:
         manifest={partition: current for partition, (current, _) in judged.items()},
         outdated={partition: stale for partition, (_, stale) in judged.items() if stale},
         failed_work=[(item.pipeline, item.partition_key, item.last_error) for item in failed],
+        lost_work=lost,
         ingest_source=_ingest_source(options.landing_dir, calendar),
         stale_after_days=options.stale_after_days,
         due=calendar.due,
     )
+
+
+def _overdue(item: repo.WorkItemRecord, now: datetime) -> bool:
+    """A local attempt past its lease or deadline (the reaper's test, ``repo.overdue``)."""
+    ends = [t for t in (item.lease_expires_at, item.deadline_at) if t is not None]
+    return bool(ends) and min(ends) < now
+
+
+def _lost(item: repo.WorkItemRecord, now: datetime) -> LostWork:
+    ends = [t for t in (item.lease_expires_at, item.deadline_at) if t is not None and t < now]
+    return LostWork(item.pipeline, item.partition_key, item.locked_by, min(ends))
 
 
 def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
@@ -116,6 +132,7 @@ def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
         "incomplete_partitions": len(report.incomplete),
         "stale_tiers": len(report.stale),
         "failed_work": len(report.failed),
+        "lost_work": len(report.lost),
         "gaps": [
             *(
                 {
@@ -160,6 +177,17 @@ def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:
                 }
                 for g in report.failed
             ),
+            *(
+                {
+                    "kind": g.kind,
+                    "pipeline": g.pipeline,
+                    "partition": json.loads(g.partition_key),
+                    "worker": g.worker,
+                    "overdue_since": g.overdue_since.isoformat(),
+                    "remediation": g.remediation,
+                }
+                for g in report.lost
+            ),
         ],
     }
 
@@ -176,6 +204,11 @@ def report_as_prometheus(report: GapReport, options: DoctorOptions) -> str:
         ),
         ("market_spine_stale_tiers", "Tiers whose newest complete week is too old.", len(report.stale)),
         ("market_spine_failed_work", "Work items stuck in FAILED.", len(report.failed)),
+        (
+            "market_spine_lost_work",
+            "Local attempts past their lease, not re-attempted yet.",
+            len(report.lost),
+        ),
         ("market_spine_expected_partitions", "Partitions expected in the window.", report.expected),
     ]
     lines: list[str] = []
