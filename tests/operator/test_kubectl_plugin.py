@@ -85,7 +85,7 @@ def test_kubectl_finds_the_plugin_and_its_help_follows_krew(plugin: Plugin) -> N
     assert usage.startswith("Usage: kubectl spine [OPTIONS] COMMAND [ARGS]...")
     for flag in ("-n, --namespace NAMESPACE", "--context CONTEXT", "--kubeconfig FILE"):
         assert flag in usage
-    for verb in ("get", "describe", "doctor", "retry", "wake", "cancel", "backfill"):
+    for verb in ("get", "describe", "doctor", "retry", "wake", "dismiss", "cancel", "backfill"):
         assert re.search(rf"^  {verb}\s", usage, re.M), verb
 
 
@@ -136,6 +136,26 @@ def test_retry_sets_the_admin_retry_the_operator_acts_on(
     ), cancelled.stdout
     assert ns.item(name)["spec"]["cancel"] is True
     ns.wait_state(name, "CANCELLED")
+
+
+def test_describe_offers_what_the_lifecycle_allows_and_dismiss_accepts_a_failure(
+    plugin: Plugin, ns: Namespace, operator: OperatorProcess, jobs: JobController
+) -> None:
+    name = ns.enqueue(spec(maxAttempts=1))
+    ns.wait_state(name, "RUNNING")
+    jobs.fail(f"{name}-a1", message="UsageError: bad option", exit_code=2)
+    ns.wait_state(name, "FAILED")
+
+    described = plugin("describe", name).stdout
+    offered = re.findall(r"^  kubectl spine (\w+) ", described, re.M)
+    assert offered == ["retry", "dismiss"], described  # FAILED: no wake, no cancel
+
+    done = plugin("dismiss", name, "--reason", "week withdrawn by FINRA")
+    partition = '{"tier":"OTC","week":"2025-11-10"}'
+    assert done.stdout == f"{INGEST} {partition}: CANCELLED (dismissed: week withdrawn by FINRA)\n"
+    status = ns.wait_state(name, "CANCELLED")
+    assert (status.reason, status.observed_dismiss_request) == ("Dismissed", 1)
+    assert re.findall(r"^  kubectl spine (\w+) ", plugin("describe", name).stdout, re.M) == ["retry"]
 
 
 def test_errors_are_one_line_with_the_documented_exit_code(plugin: Plugin, ns: Namespace) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import pytest
 from sqlalchemy import Engine
 
-from market_spine.core.partitions import Tier
+from market_spine.core.partitions import DOMAIN, Tier
 from market_spine.core.stages import COMPUTE, INGEST, NORMALIZE, PIPELINE_STAGE
 from market_spine.core.workitem import FinraPartition, WorkItemSpec
 from market_spine.db import workitems as repo
@@ -39,7 +39,7 @@ from market_spine.pipelines.registry import StageResult
 from market_spine.services.queue import LocalQueue
 from market_spine.services.worker import Worker
 from tests.operator.conftest import StartOperator, operator_settings
-from tests.operator.harness import FakeClock, JobController, Namespace, wait_for
+from tests.operator.harness import FakeClock, JobController, Namespace, OperatorProcess, wait_for
 
 WEEK = date(2025, 11, 10)
 PARTITION = FinraPartition(week=WEEK, tier=Tier.OTC)
@@ -152,7 +152,15 @@ class LocalDriver(QueueDriver):
 
 
 class OperatorDriver(QueueDriver):
-    def __init__(self, ns: Namespace, jobs: JobController, clock: FakeClock, kube_queue: KubernetesQueue) -> None:
+    def __init__(
+        self,
+        ns: Namespace,
+        jobs: JobController,
+        clock: FakeClock,
+        kube_queue: KubernetesQueue,
+        operator: OperatorProcess,
+    ) -> None:
+        self.operator = operator
         self.ns = ns
         self.jobs = jobs
         self.clock = clock
@@ -220,9 +228,9 @@ def driver(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Driver]
         return
     start_operator: StartOperator = request.getfixturevalue("start_operator")
     ns: Namespace = request.getfixturevalue("ns")
-    start_operator()
+    operator = start_operator()
     settings = operator_settings(ns, request.getfixturevalue("database_url"))
-    yield OperatorDriver(ns, request.getfixturevalue("jobs"), clock, KubernetesQueue(settings, clock=clock))
+    yield OperatorDriver(ns, request.getfixturevalue("jobs"), clock, KubernetesQueue(settings, clock=clock), operator)
 
 
 def expect(
@@ -300,6 +308,8 @@ def test_a_restatement_reruns_every_finished_stage_on_the_new_capture(driver: Dr
     attempt(driver, INGEST, "cap-2")
     expect(driver, INGEST, "COMPLETE", 1, None)
     _run_chain(driver, "cap-2")
+    if isinstance(driver, OperatorDriver):  # re-opened: the ingest a person retried, and the two stages after it
+        assert driver.operator.metric("market_spine_admin_retries_total", {"domain": DOMAIN}) == 3
 
 
 def test_a_restatement_while_the_next_stage_runs_reruns_it_when_it_finishes(driver: Driver) -> None:

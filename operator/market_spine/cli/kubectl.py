@@ -11,14 +11,15 @@ It is a thin shell: it points ``spine``'s settings at that cluster and namespace
 runs the ``spine`` command that does the work, so output, errors and exit codes are the same:
 
 - ``get`` is ``spine work list`` (``-o table|json|csv``);
-- ``retry``, ``cancel`` and ``wake`` are ``spine work retry|cancel|wake`` on one item, named by
-  its SpineWorkItem name or by pipeline, ``--week`` and ``--tier``; they set ``spec.retryRequest``
-  or ``spec.cancel`` (``kube.workitems.KubernetesQueue``) and the operator makes the transition;
+- ``retry``, ``wake``, ``dismiss`` and ``cancel`` are ``spine work retry|wake|dismiss|cancel`` on
+  one item, named by its SpineWorkItem name or by pipeline, ``--week`` and ``--tier``; they set
+  ``spec.retryRequest``, ``spec.wakeRequest``, ``spec.dismissRequest`` or ``spec.cancel``
+  (``kube.workitems.KubernetesQueue``) and the operator makes the transition;
 - ``backfill`` is ``spine work backfill`` (every option passes through);
 - ``doctor`` is ``spine doctor`` on ``SPINE_DATABASE_URL`` (the doctor reads PostgreSQL, not the
   cluster);
 - ``describe`` prints one item: its spec, state, attempts, conditions, Events, and the
-  ``kubectl spine`` commands that apply to its state.
+  ``kubectl spine`` commands that apply to its state (``core.lifecycle.requests_allowed``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from market_spine.cli.helptext import plain_metavars
 from market_spine.cli.main import invoke, run_cli
 from market_spine.cli.output import Format, emit, timestamp
 from market_spine.config import load_settings
+from market_spine.core import lifecycle
 from market_spine.core.calendar import describe_week
 from market_spine.core.resource import WorkItemResourceSpec, WorkItemStatus
-from market_spine.core.states import WorkState, is_terminal
+from market_spine.core.states import WorkState
 from market_spine.errors import NotFound, UsageError
 from market_spine.kube import kubeconfig
 from market_spine.kube.client import NotFoundError, events_path, swi_path
@@ -52,8 +54,8 @@ FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_optio
 
 app = typer.Typer(
     name=WHO,
-    help="SpineWorkItems of the current kubectl context and namespace: get, describe, retry, wake, cancel, "
-    "backfill, and the doctor.",
+    help="SpineWorkItems of the current kubectl context and namespace: get, describe, retry, wake, dismiss, "
+    "cancel, backfill, and the doctor.",
     no_args_is_help=True,
     rich_markup_mode=None,
     add_completion=False,
@@ -232,22 +234,27 @@ def _section(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str])
         print("  none")
 
 
+# What each verb does, for the hints of `describe` (which verbs apply comes from the lifecycle).
+HINTS = {
+    "retry": "run it again with a fresh attempt budget",
+    "wake": "run the next attempt now instead of at its time",
+    "dismiss": "accept the failure: the doctor stops reporting it",
+    "cancel": "stop it",
+}
+
+
 def next_steps(name: str, state: WorkState, namespace: str) -> list[str]:
-    """The ``kubectl spine`` commands that apply to an item in ``state``."""
+    """The ``kubectl spine`` commands that apply to an item in ``state`` (``core.lifecycle``)."""
     where = f"{name} -n {namespace}"
-    hints = []
-    if state in (WorkState.FAILED, WorkState.COMPLETE):
-        hints.append(f"{WHO} retry {where}    # run it again with a fresh attempt budget")
-    if state is WorkState.RETRY_WAIT:
-        hints.append(f"{WHO} wake {where}     # run the next attempt now instead of at its time")
-    if not is_terminal(state):
-        hints.append(f"{WHO} cancel {where}   # stop it")
-    return hints
+    verbs = lifecycle.requests_allowed(state)
+    width = max(map(len, verbs), default=0)
+    return [f"{WHO} {verb} {where}{' ' * (width - len(verb))}    # {HINTS[verb]}" for verb in verbs]
 
 
 @app.command()
 def retry(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
-    """Admin retry: a FAILED (or COMPLETE, to re-run) item goes back to PENDING with a fresh budget."""
+    """Admin retry: a FAILED, COMPLETE (to re-run) or CANCELLED (to re-open) item goes back to PENDING
+    with a fresh attempt budget."""
     target()
     _spine(("work", "retry"), _item_args(item, week, tier))
 
@@ -263,8 +270,20 @@ def cancel(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
 def wake(item: ItemArg, week: WeekOpt = None, tier: TierOpt = None) -> None:
     """Run an item waiting in RETRY_WAIT now (spine work wake)."""
     target()
-    args = _item_args(item, week, tier)
-    _spine(("work", "wake"), args)
+    _spine(("work", "wake"), _item_args(item, week, tier))
+
+
+@app.command()
+def dismiss(
+    item: ItemArg,
+    week: WeekOpt = None,
+    tier: TierOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why the failure is accepted (kept with the item).")] = "",
+) -> None:
+    """Accept a FAILED item: it becomes CANCELLED (reason Dismissed) and the doctor stops reporting
+    it (spine work dismiss)."""
+    target()
+    _spine(("work", "dismiss"), [*_item_args(item, week, tier), *(["--reason", reason] if reason else [])])
 
 
 def _help(args: Sequence[str]) -> bool:

@@ -189,6 +189,22 @@ def queue_order(priority: int, desired: str, created: str, name: str) -> tuple[i
     return (-priority, desired, created, name)
 
 
+# The events a person asks for, as the verbs of `spine work` and `kubectl spine`, in the order a
+# hint lists them.
+REQUESTS: dict[Event, str] = {
+    Event.ADMIN_RETRY: "retry",
+    Event.WAKE: "wake",
+    Event.DISMISS: "dismiss",
+    Event.CANCEL: "cancel",
+}
+
+
+def requests_allowed(state: WorkState) -> list[str]:
+    """The verbs (``retry``, ``wake``, ``dismiss``, ``cancel``) the transition table allows on an
+    item in ``state``: what ``describe`` offers, from the one table that decides them."""
+    return [verb for event, verb in REQUESTS.items() if can(state, event)]
+
+
 def seconds_text(delta: timedelta) -> str:
     value = delta.total_seconds()
     return f"{value:.0f}s" if value == int(value) else f"{value:.1f}s"

@@ -29,8 +29,9 @@ T = core_work_items
 E = core_executions
 
 # The queue's order, most urgent first, as ``core.lifecycle.queue_order`` orders it in Python:
-# higher priority, then the earlier desired time, then the older item.
-QUEUE_ORDER = (T.c.priority.desc(), T.c.desired_at, T.c.created_at, T.c.id)
+# higher priority, then the earlier desired time, then the older item, then the name (the id last,
+# for rows without one). tests/db/test_queue_order.py holds the two to the same order.
+QUEUE_ORDER = (T.c.priority.desc(), T.c.desired_at, T.c.created_at, T.c.k8s_name, T.c.id)
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,10 @@ def runnable(conn: Connection, now: datetime) -> WorkItemRecord | None:
     its backoff), skipping rows another worker has locked. The caller wakes and claims it through
     ``core.lifecycle``."""
     pending = and_(T.c.state == WorkState.PENDING.value, T.c.desired_at <= now)
-    waited = and_(T.c.state == WorkState.RETRY_WAIT.value, T.c.next_attempt_at <= now)
+    # As ``core.lifecycle.is_due``: a RETRY_WAIT item without a next attempt time is due.
+    waited = and_(
+        T.c.state == WorkState.RETRY_WAIT.value, or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at <= now)
+    )
     row = conn.execute(
         select(T).where(or_(pending, waited)).order_by(*QUEUE_ORDER).limit(1).with_for_update(skip_locked=True)
     ).first()

@@ -59,7 +59,10 @@ class Metrics:
             registry=r,
         )
         self.admin_retries = Counter(
-            "market_spine_admin_retries", "Admin retries (FAILED/COMPLETE back to PENDING).", ["domain"], registry=r
+            "market_spine_admin_retries",
+            "Items re-opened (FAILED, COMPLETE or CANCELLED back to PENDING): admin retries and chain re-runs.",
+            ["domain"],
+            registry=r,
         )
         self.transitions = Counter(
             "market_spine_transitions", "State transitions of work items.", ["domain", "to_state"], registry=r
