@@ -13,7 +13,11 @@ mirror), so its memory is its own. Figures, all from the same run:
   status RUNNING written; the rate as a ratio to the baseline (target ≥ 0.5), and the latency from
   creating a work item to seeing its Job (p50, p99);
 - peak RSS (VmHWM) of the operator process that reconciles 10,000 work items (target ≤ 200 MB):
-  the initial burst of creations, every status written, the database mirror caught up.
+  the initial burst of creations, every status written, the database mirror caught up;
+- what bounds the rate: the CPU time per item of the API server and etcd (and of the operator)
+  during each run, read from /proc. On a machine whose cores all serve one run, a rate cannot
+  exceed cores ÷ the CPU seconds an item costs in total, so the ratio of the two runs' costs is
+  the ceiling of the throughput ratio.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -53,23 +57,36 @@ def _kubeconfig(path: Path, server: str) -> Path:
     return write_kubeconfig(path, server)
 
 
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by these processes (``/proc/PID/stat``, fields 14-15)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 @contextmanager
-def kubernetes_api(folder: Path) -> Iterator[tuple[Path, str]]:
-    """(kubeconfig, what it is) of the API server to measure against: a real kube-apiserver from
-    ``KUBEBUILDER_ASSETS`` (etcd and kube-apiserver only: no Job controller, so the Jobs stay as
-    created and the machine's cores go to the API server and the operator), else the cluster named
-    by ``SPINE_TEST_KUBECONFIG``, else the KMock emulator in a process of its own."""
+def kubernetes_api(folder: Path) -> Iterator[tuple[Path, str, list[int]]]:
+    """(kubeconfig, what it is, the pids of its server processes when local) of the API server to
+    measure against: a real kube-apiserver from ``KUBEBUILDER_ASSETS`` (etcd and kube-apiserver
+    only: no Job controller, so the Jobs stay as created and the machine's cores go to the API
+    server and the operator), else the cluster named by ``SPINE_TEST_KUBECONFIG``, else the KMock
+    emulator in a process of its own."""
     sys.path.insert(0, str(ROOT))
     from tests.support import envtest
 
     binaries = envtest.assets()
     if binaries is not None:
         with envtest.ControlPlane(binaries, folder / "envtest").start(controllers=False) as plane:
-            yield plane.kubeconfig, f"a real kube-apiserver {plane.version()} (KUBEBUILDER_ASSETS)"
+            where = f"a real kube-apiserver {plane.version()} (KUBEBUILDER_ASSETS)"
+            yield plane.kubeconfig, where, list(plane.pids().values())
         return
     real = os.environ.get("SPINE_TEST_KUBECONFIG")
     if real:
-        yield Path(real), "the cluster of SPINE_TEST_KUBECONFIG"
+        yield Path(real), "the cluster of SPINE_TEST_KUBECONFIG", []
         return
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.operator.emulator"], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -79,7 +96,8 @@ def kubernetes_api(folder: Path) -> Iterator[tuple[Path, str]]:
         url = process.stdout.readline().strip()
         if not url.startswith("http"):
             raise RuntimeError("the API emulator did not start")
-        yield _kubeconfig(folder / "kubeconfig", url), "the API emulator (no KUBEBUILDER_ASSETS: not a real server)"
+        where = "the API emulator (no KUBEBUILDER_ASSETS: not a real server)"
+        yield _kubeconfig(folder / "kubeconfig", url), where, [process.pid]
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -291,20 +309,25 @@ def _wait_operator_ready(api: KubeClient, namespace: str, timeout: float = 60.0)
     raise RuntimeError("the operator did not start")
 
 
-def end_to_end(api: KubeClient, kubeconfig: Path, namespace: str, database_url: str, count: int) -> dict[str, float]:
+def end_to_end(
+    api: KubeClient, kubeconfig: Path, namespace: str, database_url: str, count: int, servers: list[int]
+) -> dict[str, float]:
     items = specs(count)
-    with operator_process(kubeconfig, namespace, database_url, limit=count):
+    with operator_process(kubeconfig, namespace, database_url, limit=count) as pid:
         _wait_operator_ready(api, namespace)
         jobs = Watcher(api, kube.job_path(namespace), _job_owner).start()
         statuses = Watcher(api, kube.swi_path(namespace), _started).start()
         time.sleep(0.5)  # both watch streams are open
         created: dict[str, float] = {}
+        server_cpu, operator_cpu, own_cpu = cpu_seconds(servers), cpu_seconds([pid]), time.process_time()
         started = time.monotonic()
         for spec in items:
             created[spec.name] = time.monotonic()
             api.create(kube.swi_path(namespace), manifest(spec, namespace))
         done = jobs.wait(count, 600) and statuses.wait(count, 600)
         finished = max([*jobs.seen.values(), *statuses.seen.values()], default=time.monotonic())
+        server_cpu, operator_cpu = cpu_seconds(servers) - server_cpu, cpu_seconds([pid]) - operator_cpu
+        own_cpu = time.process_time() - own_cpu
         jobs.stop()
         statuses.stop()
     if not done:
@@ -314,6 +337,9 @@ def end_to_end(api: KubeClient, kubeconfig: Path, namespace: str, database_url: 
         "seconds": finished - started,
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "server_cpu_ms": server_cpu * 1000 / count,
+        "operator_cpu_ms": operator_cpu * 1000 / count,
+        "client_cpu_ms": own_cpu * 1000 / count,
     }
 
 
@@ -352,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     count = args.items
     with (
         tempfile.TemporaryDirectory(prefix="spine-bench-op-") as folder,
-        kubernetes_api(Path(folder)) as (kubeconfig, where),
+        kubernetes_api(Path(folder)) as (kubeconfig, where, servers),
         throwaway_postgres() as engine,
     ):
         database_url = engine.url.render_as_string(hide_password=False)
@@ -364,9 +390,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in namespaces:
             api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         try:
+            before, own = cpu_seconds(servers), time.process_time()
             raw = raw_baseline(api, namespaces[0], count)
+            raw_server_ms = (cpu_seconds(servers) - before) * 1000 / count
+            raw_client_ms = (time.process_time() - own) * 1000 / count
             library = library_baseline(api, namespaces[3], count)
-            result = end_to_end(api, kubeconfig, namespaces[1], database_url, count)
+            result = end_to_end(api, kubeconfig, namespaces[1], database_url, count, servers)
             raw_rate, library_rate, op_rate = count / raw, count / library, count / result["seconds"]
             took = result["seconds"]
             print(f"operator bench on {where}, {count} work items")
@@ -378,6 +407,22 @@ def main(argv: list[str] | None = None) -> None:
                 verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
                 print(f"  ratio operator / raw {label}: {ratio:.2f} ({verdict} the ≥ {TARGET_RATIO} target)")
             print(f"  create → Job latency: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
+            if servers:
+                raw_total = raw_server_ms + raw_client_ms
+                op_total = result["server_cpu_ms"] + result["operator_cpu_ms"] + result["client_cpu_ms"]
+                print(
+                    f"  CPU per item, raw run: API server + etcd {raw_server_ms:.2f} ms, client {raw_client_ms:.2f} ms"
+                    f" (total {raw_total:.2f} ms)"
+                )
+                print(
+                    f"  CPU per item, operator run: API server + etcd {result['server_cpu_ms']:.2f} ms, "
+                    f"operator {result['operator_cpu_ms']:.2f} ms, client {result['client_cpu_ms']:.2f} ms "
+                    f"(total {op_total:.2f} ms)"
+                )
+                print(
+                    f"  CPU-bound ceiling of the ratio on {os.cpu_count()} cores: {raw_total / op_total:.2f} "
+                    "(raw CPU per item ÷ operator-run CPU per item)"
+                )
             if args.rss_items:
                 rss = memory(api, kubeconfig, namespaces[2], database_url, args.rss_items)
                 verdict = "meets" if rss["peak_rss_mb"] <= TARGET_RSS_MB else "MISSES"

@@ -72,6 +72,15 @@ def plugin(ns: Namespace, tmp_path: Path) -> Plugin:
     return run
 
 
+def failed_item(ns: Namespace, jobs: JobController) -> str:
+    """An item whose one attempt failed for good (a usage error is not retried): FAILED."""
+    name = ns.enqueue(spec(maxAttempts=1))
+    ns.wait_state(name, "RUNNING")
+    jobs.fail(f"{name}-a1", message="UsageError: bad option", exit_code=2)
+    ns.wait_state(name, "FAILED")
+    return name
+
+
 def test_kubectl_finds_the_plugin_and_its_help_follows_krew(plugin: Plugin) -> None:
     listed = subprocess.run(
         [kubectl_binary(), "plugin", "list", "--name-only"],
@@ -111,10 +120,7 @@ def test_get_lists_the_work_items_of_the_current_contexts_namespace(plugin: Plug
 def test_retry_sets_the_admin_retry_the_operator_acts_on(
     plugin: Plugin, ns: Namespace, operator: OperatorProcess, jobs: JobController
 ) -> None:
-    name = ns.enqueue(spec(maxAttempts=1))
-    ns.wait_state(name, "RUNNING")
-    jobs.fail(f"{name}-a1", message="UsageError: bad option", exit_code=2)
-    ns.wait_state(name, "FAILED")
+    name = failed_item(ns, jobs)
 
     done = plugin("retry", name)
     assert done.stdout == f'{INGEST} {{"tier":"OTC","week":"2025-11-10"}}: PENDING, attempts reset\n'
@@ -141,10 +147,7 @@ def test_retry_sets_the_admin_retry_the_operator_acts_on(
 def test_describe_offers_what_the_lifecycle_allows_and_dismiss_accepts_a_failure(
     plugin: Plugin, ns: Namespace, operator: OperatorProcess, jobs: JobController
 ) -> None:
-    name = ns.enqueue(spec(maxAttempts=1))
-    ns.wait_state(name, "RUNNING")
-    jobs.fail(f"{name}-a1", message="UsageError: bad option", exit_code=2)
-    ns.wait_state(name, "FAILED")
+    name = failed_item(ns, jobs)
 
     described = plugin("describe", name).stdout
     offered = re.findall(r"^  kubectl spine (\w+) ", described, re.M)

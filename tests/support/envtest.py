@@ -272,6 +272,10 @@ class ControlPlane:
     def version(self) -> str:
         return str(self.request("GET", "/version").get("gitVersion", "?"))
 
+    def pids(self) -> dict[str, int]:
+        """The pid of each process of the control plane, by binary name (for CPU accounting)."""
+        return {p.name: p.popen.pid for p in self._processes}
+
     # --- lifecycle ---
 
     def start(self, *, controllers: bool = True) -> ControlPlane:
