@@ -485,7 +485,8 @@ def open_weekly(
         return
     path = Path(source).expanduser()
     with open_regular(path) as handle:
-        yield WeeklyFile(str(path.resolve()), _file_blocks(handle, path))
+        # Absolute, but through the links the user named (resolve() would print a path they never typed).
+        yield WeeklyFile(os.path.abspath(path), _file_blocks(handle, path))
 
 
 def scan_weekly(
