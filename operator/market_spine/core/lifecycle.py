@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from market_spine.core.backoff import DEFAULT_MAX_ATTEMPTS, RetryPolicy, decide_after_failure
 from market_spine.core.stages import next_pipeline
-from market_spine.core.states import Event, IllegalTransition, WorkState, can, is_terminal, transition
+from market_spine.core.states import VERBS, Event, IllegalTransition, WorkState, can, is_terminal, transition
 
 # Reasons (CamelCase: Kubernetes Events, conditions, status.reason, core_work_items.state_reason).
 DEADLINE_EXCEEDED = "DeadlineExceeded"  # the attempt ran past its per-attempt deadline
@@ -189,20 +189,34 @@ def queue_order(priority: int, desired: str, created: str, name: str) -> tuple[i
     return (-priority, desired, created, name)
 
 
-# The events a person asks for, as the verbs of `spine work` and `kubectl spine`, in the order a
-# hint lists them.
-REQUESTS: dict[Event, str] = {
-    Event.ADMIN_RETRY: "retry",
-    Event.WAKE: "wake",
-    Event.DISMISS: "dismiss",
-    Event.CANCEL: "cancel",
-}
+# The events a person asks for (the verbs of `spine work` and `kubectl spine`), in the order a hint
+# lists them.
+REQUESTS = (Event.ADMIN_RETRY, Event.WAKE, Event.DISMISS, Event.CANCEL)
+
+
+def requested(event: Event, why: str = "") -> Callable[[Item, datetime], Decision]:
+    """What a person's request (``spine work retry|wake|dismiss|cancel``, or the spec fields that
+    ``kubectl spine`` sets) does to an item: the decision both backends' queues check and carry out."""
+
+    def decide(item: Item, now: datetime) -> Decision:
+        match event:
+            case Event.ADMIN_RETRY:
+                return admin_retry(item, now=now)
+            case Event.WAKE:
+                return wake(item, now=now, requested=True)
+            case Event.DISMISS:
+                return dismiss(item, now=now, why=why)
+            case Event.CANCEL:
+                return cancel(item, now=now)
+        raise ValueError(f"{event} is not a request a person makes")
+
+    return decide
 
 
 def requests_allowed(state: WorkState) -> list[str]:
     """The verbs (``retry``, ``wake``, ``dismiss``, ``cancel``) the transition table allows on an
     item in ``state``: what ``describe`` offers, from the one table that decides them."""
-    return [verb for event, verb in REQUESTS.items() if can(state, event)]
+    return [VERBS[event] for event in REQUESTS if can(state, event)]
 
 
 def seconds_text(delta: timedelta) -> str:

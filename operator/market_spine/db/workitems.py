@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, or_, select, update
+from sqlalchemy import Connection, Row, Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from market_spine.core.backoff import RetryPolicy
@@ -292,17 +292,21 @@ def runnable(conn: Connection, now: datetime) -> WorkItemRecord | None:
     return WorkItemRecord.from_row(row) if row else None
 
 
-def overdue(conn: Connection, now: datetime, limit: int = 20) -> list[WorkItemRecord]:
-    """Lock running attempts whose lease or deadline has passed (skipping rows locked elsewhere)."""
+def _overdue(now: datetime) -> Select[Any]:
+    """Running attempts whose lease or deadline has passed: lost, for the reaper and the doctor."""
     late = or_(T.c.lease_expires_at < now, T.c.deadline_at < now)
-    rows = conn.execute(
-        select(T)
-        .where(T.c.state == WorkState.RUNNING.value, late)
-        .order_by(T.c.lease_expires_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    return select(T).where(T.c.state == WorkState.RUNNING.value, late).order_by(T.c.lease_expires_at)
+
+
+def overdue(conn: Connection, now: datetime, limit: int = 20) -> list[WorkItemRecord]:
+    """Lock overdue running attempts (skipping rows locked elsewhere): the reaper ends them."""
+    rows = conn.execute(_overdue(now).limit(limit).with_for_update(skip_locked=True))
     return [WorkItemRecord.from_row(r) for r in rows]
+
+
+def overdue_in(conn: Connection, domain: str, now: datetime) -> list[WorkItemRecord]:
+    """The domain's overdue running attempts, without locking them (the doctor reports them)."""
+    return [WorkItemRecord.from_row(r) for r in conn.execute(_overdue(now).where(T.c.domain == domain))]
 
 
 def save(conn: Connection, record: WorkItemRecord, item: Item, **extra: Any) -> WorkItemRecord:

@@ -26,9 +26,9 @@ from market_spine.core.lifecycle import queue_order
 from market_spine.core.naming import work_item_name
 from market_spine.core.partitions import DOMAIN
 from market_spine.core.resource import ANNOTATION_UPSTREAM_EXECUTION, WorkItemResourceSpec, WorkItemStatus, manifest
-from market_spine.core.states import IllegalTransition, WorkState
+from market_spine.core.states import Event, IllegalTransition, WorkState
 from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec, enqueue_each
-from market_spine.errors import NotFound, UsageError
+from market_spine.errors import ChangedMeanwhile, NotFound, UsageError
 from market_spine.kube.client import (
     AlreadyExistsError,
     ConflictError,
@@ -182,16 +182,12 @@ class KubernetesQueue:
         def change(obj: dict[str, Any]) -> dict[str, Any]:
             return {"spec": {"retryRequest": _next(obj, "retryRequest", "observedRetryRequest"), "cancel": False}}
 
-        return self._request(pipeline, partition, lambda item, now: lifecycle.admin_retry(item, now=now), change)
+        return self._request(pipeline, partition, lifecycle.requested(Event.ADMIN_RETRY), change)
 
     def cancel(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
         """Cancel a work item that has not finished (``spec.cancel: true``); the operator deletes its Job."""
-        return self._request(
-            pipeline,
-            partition,
-            lambda item, now: lifecycle.cancel(item, now=now),
-            lambda _obj: {"spec": {"cancel": True}},
-        )
+        cancel = {"spec": {"cancel": True}}
+        return self._request(pipeline, partition, lifecycle.requested(Event.CANCEL), lambda _obj: cancel)
 
     def wake(self, pipeline: str, partition: FinraPartition) -> KubeWorkItem:
         """Run a RETRY_WAIT item now (``spec.wakeRequest``), not at its ``nextAttemptAt``."""
@@ -199,9 +195,7 @@ class KubernetesQueue:
         def change(obj: dict[str, Any]) -> dict[str, Any]:
             return {"spec": {"wakeRequest": _next(obj, "wakeRequest", "observedWakeRequest")}}
 
-        return self._request(
-            pipeline, partition, lambda item, now: lifecycle.wake(item, now=now, requested=True), change
-        )
+        return self._request(pipeline, partition, lifecycle.requested(Event.WAKE), change)
 
     def dismiss(self, pipeline: str, partition: FinraPartition, why: str) -> KubeWorkItem:
         """FAILED → CANCELLED (reason Dismissed) through ``spec.dismissRequest`` and ``spec.dismissReason``."""
@@ -210,7 +204,7 @@ class KubernetesQueue:
             number = _next(obj, "dismissRequest", "observedDismissRequest")
             return {"spec": {"dismissRequest": number, "dismissReason": why or None}}
 
-        return self._request(pipeline, partition, lambda item, now: lifecycle.dismiss(item, now=now, why=why), change)
+        return self._request(pipeline, partition, lifecycle.requested(Event.DISMISS, why), change)
 
     def _request(
         self,
@@ -219,7 +213,7 @@ class KubernetesQueue:
         decide: Callable[[lifecycle.Item, datetime], lifecycle.Decision],
         change: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> KubeWorkItem:
-        for _ in range(5):  # re-read and re-apply on a concurrent change
+        for _ in range(ATTEMPTS):  # re-read and re-apply on a concurrent change
             item = self.get(pipeline, partition)
             try:
                 decide(item.item, self.clock())  # refused here as the operator would refuse it
@@ -232,7 +226,12 @@ class KubernetesQueue:
             except ConflictError:
                 continue
             return KubeWorkItem.from_object(obj, self.clock())
-        raise UsageError(f"{pipeline} {partition.key}: the work item keeps changing; try again")
+        raise ChangedMeanwhile(
+            f"the work item changed meanwhile, {ATTEMPTS} times: {pipeline} {partition.key} is busy; try again"
+        )
+
+
+ATTEMPTS = 5  # reads and decisions a command makes before it reports a work item that keeps changing
 
 
 def _next(obj: dict[str, Any], request: str, observed: str) -> int:

@@ -85,8 +85,8 @@ def check(engine: Engine, options: DoctorOptions, today: date, now: datetime | N
             for week, tier, stage, *mark in rows:
                 marks.setdefault((week, Tier(tier)), {})[Stage(stage)] = StageMark(*mark)
         failed = repo.list_items(conn, domain=options.domain, states=[WorkState.FAILED], limit=10_000)
-        running = repo.list_items(conn, domain=options.domain, states=[WorkState.RUNNING], limit=10_000)
-    lost = [_lost(item, now) for item in running if now is not None and _overdue(item, now)]
+        overdue = repo.overdue_in(conn, options.domain, now) if now is not None else []
+    lost = [LostWork(item.pipeline, item.partition_key, item.locked_by, _overdue_since(item)) for item in overdue]
     judged = {partition: current_stages(stages) for partition, stages in marks.items()}
     return detect_gaps(
         as_of=as_of,
@@ -101,15 +101,9 @@ def check(engine: Engine, options: DoctorOptions, today: date, now: datetime | N
     )
 
 
-def _overdue(item: repo.WorkItemRecord, now: datetime) -> bool:
-    """A local attempt past its lease or deadline (the reaper's test, ``repo.overdue``)."""
-    ends = [t for t in (item.lease_expires_at, item.deadline_at) if t is not None]
-    return bool(ends) and min(ends) < now
-
-
-def _lost(item: repo.WorkItemRecord, now: datetime) -> LostWork:
-    ends = [t for t in (item.lease_expires_at, item.deadline_at) if t is not None and t < now]
-    return LostWork(item.pipeline, item.partition_key, item.locked_by, min(ends))
+def _overdue_since(item: repo.WorkItemRecord) -> datetime:
+    """When an overdue attempt's lease or deadline passed, whichever came first."""
+    return min(t for t in (item.lease_expires_at, item.deadline_at) if t is not None)
 
 
 def report_as_dict(report: GapReport, options: DoctorOptions) -> dict[str, Any]:

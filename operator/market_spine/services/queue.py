@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from market_spine.core import lifecycle
 from market_spine.core.partitions import DOMAIN
-from market_spine.core.states import IllegalTransition, WorkState
+from market_spine.core.states import Event, IllegalTransition, WorkState
 from market_spine.core.workitem import EnqueueResult, FinraPartition, WorkItemSpec, enqueue_each
 from market_spine.db import workitems as repo
 from market_spine.errors import ChangedMeanwhile, NotFound, UsageError
@@ -68,20 +68,20 @@ class LocalQueue:
     def retry(self, pipeline: str, partition: FinraPartition) -> repo.WorkItemRecord:
         """Admin retry: FAILED, COMPLETE (a deliberate re-run) or CANCELLED (re-open) → PENDING with a
         fresh budget."""
-        return self._apply(pipeline, partition, lambda item, now: lifecycle.admin_retry(item, now=now))
+        return self._apply(pipeline, partition, lifecycle.requested(Event.ADMIN_RETRY))
 
     def cancel(self, pipeline: str, partition: FinraPartition) -> repo.WorkItemRecord:
         """Cancel; a running attempt is stopped by its worker, which finds its lease gone, and
         whatever it writes is rolled back by the fence of its data transaction."""
-        return self._apply(pipeline, partition, lambda item, now: lifecycle.cancel(item, now=now))
+        return self._apply(pipeline, partition, lifecycle.requested(Event.CANCEL))
 
     def wake(self, pipeline: str, partition: FinraPartition) -> repo.WorkItemRecord:
         """Make a RETRY_WAIT item due now; the next free worker runs it."""
-        return self._apply(pipeline, partition, lambda item, now: lifecycle.wake(item, now=now, requested=True))
+        return self._apply(pipeline, partition, lifecycle.requested(Event.WAKE))
 
     def dismiss(self, pipeline: str, partition: FinraPartition, why: str) -> repo.WorkItemRecord:
         """FAILED → CANCELLED (reason Dismissed): the doctor stops reporting it."""
-        return self._apply(pipeline, partition, lambda item, now: lifecycle.dismiss(item, now=now, why=why))
+        return self._apply(pipeline, partition, lifecycle.requested(Event.DISMISS, why))
 
     def _apply(self, pipeline: str, partition: FinraPartition, decide: Decide) -> repo.WorkItemRecord:
         for _ in range(ATTEMPTS):
