@@ -189,8 +189,8 @@ STAGE_TABLES: dict[str, tuple[Table, ...]] = {
 
 
 def _floors(engine: Engine, path: Path, week: date) -> dict[str, float]:
-    """Seconds to COPY each stage's output, pre-formatted, into its tables (after one chain)."""
-    _chain(engine, path, week)
+    """Seconds to COPY each stage's output, pre-formatted, into its tables: the output the last
+    chain left (``_chain`` empties the tables only when it starts)."""
     dumps: dict[str, list[tuple[Table, Path]]] = {}
     folder = Path(tempfile.mkdtemp(prefix="spine-bench-dump-"))
     with engine.begin() as conn, driver_connection(conn).cursor() as cursor:

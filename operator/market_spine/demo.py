@@ -43,7 +43,7 @@ from market_spine.services import database
 from market_spine.services.doctor import DoctorOptions, check, report_as_dict
 from market_spine.services.query import HhiSort, hhi
 from market_spine.services.queue import LocalQueue
-from market_spine.services.worker import AttemptOutcome, Worker
+from market_spine.services.worker import AttemptOutcome, Worker, WorkerOptions
 
 REAL_DATA = Path("..") / "shared" / "data" / "finra_otc"
 _FILE_NAME = re.compile(r"finra_otc_weekly_(?P<tier>[a-z0-9_]+)_(?P<day>\d{8})\.csv$")
@@ -160,7 +160,9 @@ def main() -> int:
         print(f"  {result.name}: {'enqueued' if result.created else f'already enqueued, {result.state}'}")
 
     print(f"\n2. Work ({spine} worker --until-idle --concurrency 2)")
-    report = Worker(engine, utcnow, on_outcome=print_outcome).run_until_idle(concurrency=2)
+    worker_options = WorkerOptions.from_settings(settings, until_idle=True)  # SPINE_WORKER_* apply here too
+    worker = Worker(engine, utcnow, on_outcome=print_outcome, options=worker_options)
+    report = worker.run_until_idle(concurrency=2)
     complete = report.count(WorkState.COMPLETE)
     if report.outcomes:
         print(f"  {len(report.outcomes)} attempts, {complete} COMPLETE")

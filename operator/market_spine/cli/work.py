@@ -366,13 +366,7 @@ def worker(
     if not logging.getLogger().isEnabledFor(logging.INFO):
         # Each attempt's outcome is one line below; the sources' per-request retries are detail (-v).
         logging.getLogger("market_spine.finra").setLevel(logging.ERROR)
-    options = WorkerOptions(
-        lease_seconds=settings.worker_lease_seconds,
-        grace_seconds=settings.worker_grace_seconds,
-        default_deadline_seconds=settings.default_active_deadline_seconds,
-        give_up_after=WorkerOptions.give_up_after if until_idle else None,
-        connect_timeout=settings.db_connect_timeout,
-    )
+    options = WorkerOptions.from_settings(settings, until_idle=until_idle)
     runner = Worker(context.engine(), context.utcnow, on_outcome=_print_outcome, options=options)
     stop = threading.Event()
     with _stop_on_signals(stop):

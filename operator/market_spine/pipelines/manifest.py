@@ -48,7 +48,10 @@ _UPSERT = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SE
         if name not in _MANIFEST_KEY
     ),
 )
-# The lock key of a capture: the same expression whichever stage takes it.
+# Stages writing the same capture are serialized until their transaction ends: Kubernetes may start
+# a Job's pod twice, and two workers may replay one capture at once; both would delete nothing the
+# other had committed and then both insert, doubling the rows. A transaction-level advisory lock on
+# the capture (the same key whichever stage takes it) makes the second wait, then replace.
 _LOCK = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))")
 
 
@@ -90,15 +93,6 @@ STAGE_WORK_MEM = "128MB"
 def set_work_mem(conn: Connection) -> None:
     """``work_mem`` for the rest of this transaction only (``set_config(…, true)``)."""
     driver_connection(conn).execute("SELECT set_config('work_mem', %s, true)", [STAGE_WORK_MEM])
-
-
-def lock_capture(conn: Connection, capture_id: str) -> None:
-    """Serialize stages writing the same capture until this transaction ends.
-
-    Kubernetes may start a Job's pod twice, and two workers may replay one capture at once: both
-    would delete nothing the other had not committed yet and then both insert, doubling the rows.
-    A transaction-level advisory lock on the capture makes the second wait, then replace."""
-    driver_connection(conn).execute(_LOCK.format(sql.Literal(capture_id)))
 
 
 @dataclass(frozen=True)
@@ -146,7 +140,7 @@ def _partition(week: date, tier: Tier, capture_id: str) -> dict[str, object]:
 
 
 def replace_capture(conn: Connection, week: date, tier: Tier, capture_id: str, tables: Sequence[Replaced]) -> None:
-    """Lock the capture (:func:`lock_capture`), then delete its rows from ``tables``, which the
+    """Lock the capture (``_LOCK``), then delete its rows from ``tables``, which the
     stage is about to write again: a replay replaces, atomically with the rest of the stage. One
     round trip; a capture's first run deletes nothing, found as such by the capture index."""
     _open(conn, _partition(week, tier, capture_id), tables, None)

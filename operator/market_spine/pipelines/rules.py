@@ -248,8 +248,9 @@ class Judge:
         return and_(raw.c.week == self.week, raw.c.tier == self.tier.value, raw.c.capture_id == capture_id)
 
     def values(self) -> list[ColumnElement[Any]]:
-        """A kept raw row's normalized values, in :data:`NORMALIZED_VALUES`' order (only ever
-        computed for rows the rules keep: a rejected row's number may be no number at all)."""
+        """A kept raw row's normalized values: symbol, issue name, MPID, participant name, share
+        quantity, trade count (only ever computed for rows the rules keep: a rejected row's number
+        may be no number at all)."""
         return [
             self.trim(raw.c.issue_symbol_identifier),
             func.nullif(self.trim(raw.c.issue_name), ""),
@@ -260,7 +261,6 @@ class Judge:
         ]
 
 
-NORMALIZED_VALUES = ("symbol", "issue_name", "mpid", "market_participant_name", "share_quantity", "trade_count")
 # What makes a row an exact duplicate of another: the venue row's identity and its numbers.
 DUPLICATE_KEY = ("symbol", "mpid", "share_quantity", "trade_count")
 

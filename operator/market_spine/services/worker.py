@@ -46,6 +46,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from market_spine.config import Settings
 from market_spine.core import lifecycle
 from market_spine.core.lifecycle import DEADLINE_EXCEEDED, WORKER_LOST
 from market_spine.core.stages import PIPELINE_STAGE
@@ -81,6 +82,17 @@ class WorkerOptions:
     @property
     def heartbeat_seconds(self) -> float:
         return self.lease_seconds / 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, until_idle: bool) -> WorkerOptions:
+        """The options the ``SPINE_*`` settings give: for ``spine worker`` and the demo alike."""
+        return cls(
+            lease_seconds=settings.worker_lease_seconds,
+            grace_seconds=settings.worker_grace_seconds,
+            default_deadline_seconds=settings.default_active_deadline_seconds,
+            give_up_after=cls.give_up_after if until_idle else None,
+            connect_timeout=settings.db_connect_timeout,
+        )
 
 
 class AttemptStopped(SpineError):
