@@ -33,6 +33,7 @@ from market_spine.core.stages import COMPUTE, INGEST, NORMALIZE, PIPELINE_STAGE
 from market_spine.core.workitem import FinraPartition, WorkItemSpec
 from market_spine.db import workitems as repo
 from market_spine.errors import InputFileError, SourceUnavailable
+from market_spine.kube import client as kube
 from market_spine.kube.workitems import KubernetesQueue
 from market_spine.pipelines.manifest import upsert_manifest
 from market_spine.pipelines.registry import StageResult
@@ -70,7 +71,11 @@ class Driver(Protocol):
 
     def enqueue(self, item: WorkItemSpec) -> None: ...
     def start(self, pipeline: str) -> None: ...
-    def succeed(self, pipeline: str, capture: str) -> None: ...
+    def succeed(self, pipeline: str, capture: str) -> bool:
+        """The running attempt reports success with ``capture``; False if the backend had already
+        stopped it so that no result could arrive (the operator deleted its Job)."""
+        ...
+
     def fail(self, pipeline: str, *, retryable: bool = True) -> None: ...
     def request(self, verb: str, pipeline: str) -> None: ...
     def snapshot(self, pipeline: str) -> Snapshot | None: ...
@@ -134,8 +139,9 @@ class LocalDriver(QueueDriver):
         run.join(60)
         assert not run.is_alive()
 
-    def succeed(self, pipeline: str, capture: str) -> None:
-        self._finish(pipeline, ("ok", capture))
+    def succeed(self, pipeline: str, capture: str) -> bool:
+        self._finish(pipeline, ("ok", capture))  # a worker's attempt always returns its result
+        return True
 
     def fail(self, pipeline: str, *, retryable: bool = True) -> None:
         self._finish(pipeline, ("fail", retryable))
@@ -181,11 +187,13 @@ class OperatorDriver(QueueDriver):
         self.jobs.start(job)
         self.running[pipeline] = job
 
-    def succeed(self, pipeline: str, capture: str) -> None:
+    def succeed(self, pipeline: str, capture: str) -> bool:
         job = self.running.pop(pipeline)
-        if self.ns.status(spec(pipeline).name).current_job == job and self._exists(job):
-            self.jobs.succeed(job, message=json.dumps({"capture_id": capture}))
-            self._settled(pipeline, job)
+        if not self._exists(job):  # deleted by the operator (a cancel): its pod can report nothing
+            return False
+        self.jobs.succeed(job, message=json.dumps({"capture_id": capture}))
+        self._settled(pipeline, job)
+        return True
 
     def fail(self, pipeline: str, *, retryable: bool = True) -> None:
         job = self.running.pop(pipeline)
@@ -205,7 +213,7 @@ class OperatorDriver(QueueDriver):
     def _exists(self, job: str) -> bool:
         try:
             found = self.ns.job(job)
-        except Exception:
+        except kube.NotFoundError:
             return False
         return not (found["metadata"].get("deletionTimestamp"))
 
@@ -243,7 +251,7 @@ def expect(
 def attempt(driver: Driver, pipeline: str, capture: str) -> None:
     """An attempt of ``pipeline`` starts and succeeds, having written ``capture``."""
     driver.start(pipeline)
-    driver.succeed(pipeline, capture)
+    assert driver.succeed(pipeline, capture), f"{pipeline}: its Job was gone before it could report"
 
 
 def failure(driver: Driver) -> str:
@@ -266,7 +274,10 @@ def test_cancel_while_running_stays_cancelled_whatever_the_attempt_reports_later
     driver.start(INGEST)
     driver.request("cancel", INGEST)
     expect(driver, INGEST, "CANCELLED", 1, "Cancelled")
-    driver.succeed(INGEST, "cap-late")  # the stopped attempt's late result is not kept
+    # The stopped attempt's late result is not kept: the local worker's arrives and is rolled
+    # back by the fence; on Kubernetes the cancel deleted the Job, so its pod reports nothing.
+    delivered = driver.succeed(INGEST, "cap-late")
+    assert delivered is isinstance(driver, LocalDriver)
     expect(driver, INGEST, "CANCELLED", 1, "Cancelled")
     driver.request("retry", INGEST)  # re-opened, with a fresh budget
     attempt(driver, INGEST, "cap-1")
@@ -319,7 +330,7 @@ def test_a_restatement_while_the_next_stage_runs_reruns_it_when_it_finishes(driv
     driver.request("retry", INGEST)
     attempt(driver, INGEST, "cap-2")
     expect(driver, NORMALIZE, "RUNNING", 1, None, reads="cap-2")  # pointed at the new run, still running
-    driver.succeed(NORMALIZE, "cap-1")  # it finishes on the old capture: stale, so it runs again
+    assert driver.succeed(NORMALIZE, "cap-1")  # it finishes on the old capture: stale, so it runs again
     attempt(driver, NORMALIZE, "cap-2")
     expect(driver, NORMALIZE, "COMPLETE", 1, None, reads="cap-2")
     attempt(driver, COMPUTE, "cap-2")
