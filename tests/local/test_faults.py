@@ -35,11 +35,13 @@ from tests.support.localqueue import (
     Workers,
     executions,
     item,
+    items,
     raw_rows,
     wait_state,
 )
 
 WEEK = date(2025, 11, 10)
+NEXT_WEEK = date(2025, 11, 17)
 FAST = {"worker_lease_seconds": "1.5", "worker_grace_seconds": "1"}  # heartbeat every 0.5 s
 POLL = ("--poll-seconds", "0.2")
 
@@ -107,10 +109,12 @@ def test_kill_9_mid_attempt_the_lease_runs_out_the_item_is_retried_and_nothing_i
     first.kill()  # kill -9, its raw rows written and not committed
     gate.open()
     assert raw_rows(engine) == 0
-    assert item(engine, INGEST)["state"] == "RUNNING"  # until the lease runs out
+    orphan = item(engine, INGEST)  # as the last heartbeat before the kill left it
+    assert orphan["state"] == "RUNNING"  # until the lease runs out
+    lease = orphan["lease_expires_at"]
 
     # With no worker left, the doctor says what happened and what re-attempts it.
-    wait_for(lambda: now() > running["lease_expires_at"], what="the dead worker's lease to run out")
+    wait_for(lambda: now() > lease, what="the dead worker's lease to run out")
     doctor = spine("doctor", "finra.otc_transparency", "--format", "json")
     assert doctor.code == 1 and doctor.json()["lost_work"] == 1
     (lost_gap,) = [g for g in doctor.json()["gaps"] if g["kind"] == "lost_work"]
@@ -123,7 +127,7 @@ def test_kill_9_mid_attempt_the_lease_runs_out_the_item_is_retried_and_nothing_i
     assert [(r["attempt"], r["outcome"]) for r in runs] == [(1, "FAILED"), (2, "SUCCEEDED")]
     lost = runs[0]
     assert lost["error"].startswith("worker ") and "stopped renewing its lease" in lost["error"]
-    assert lost["finished_at"] >= running["lease_expires_at"]  # lost only once the lease ran out
+    assert lost["finished_at"] >= lease  # lost only once its last lease ran out
     assert runs[1]["started_at"] >= lost["finished_at"]  # then retried after its backoff
     assert (done["attempt_count"], done["total_attempts"]) == (2, 2)
     assert raw_rows(engine, today_capture()) == rows  # exactly once
@@ -163,10 +167,13 @@ def test_sigterm_lets_a_running_attempt_finish_within_the_grace_period(
     )
     worker.signal(signal.SIGTERM)
     wait_for(lambda: "SIGTERM received" in worker.output(), what="the worker to take the signal")
-    assert worker.alive  # waiting for its attempt, claiming nothing new
+    assert worker.alive  # waiting for its attempt, claiming nothing new:
+    enqueue(engine, file, week=NEXT_WEEK)  # due now, yet it must stay queued for another worker
     gate.open()
     assert worker.wait() == 0
-    done = item(engine, INGEST)
+    queued = items(engine)[f"ingest_week {FinraPartition(week=NEXT_WEEK, tier=Tier.OTC).key}"]
+    assert (queued["state"], queued["attempt_count"], executions(engine, queued["id"])) == ("PENDING", 0, [])
+    done = items(engine)[f"ingest_week {FinraPartition(week=WEEK, tier=Tier.OTC).key}"]
     assert (done["state"], done["attempt_count"]) == ("COMPLETE", 1)
     assert [r["outcome"] for r in executions(engine, done["id"])] == ["SUCCEEDED"]
     assert raw_rows(engine, today_capture()) == rows
@@ -202,7 +209,9 @@ def test_cancel_while_running_stops_the_attempt_at_once(
     LocalQueue(engine, now).cancel(INGEST, FinraPartition(week=WEEK, tier=Tier.OTC))
     wait_for(lambda: "stopped: the item was cancelled while the attempt ran" in worker.output(), what="the stop")
     assert gate.waiting() == []
-    assert item(engine, INGEST)["state"] == "CANCELLED"
+    stopped = item(engine, INGEST)
+    assert stopped["state"] == "CANCELLED"
+    assert [r["outcome"] for r in executions(engine, stopped["id"])] == ["CANCELLED"]
     gate.open()
     assert raw_rows(engine) == 0
 

@@ -250,7 +250,7 @@ def test_wake_runs_a_waiting_item_now_through_the_operator(
     ns.wait_state(name, "RETRY_WAIT")
 
     done = plugin("wake", name)
-    assert done.stdout.startswith(f'{INGEST} {{"tier":"OTC","week":"2025-11-10"}}: ')
+    assert done.stdout == f'{INGEST} {{"tier":"OTC","week":"2025-11-10"}}: PENDING, due now\n'
     assert ns.item(name)["spec"]["wakeRequest"] == 1
     status = ns.wait_state(name, "RUNNING")  # the operator acted on it now, not in an hour
     assert (status.attempts, status.current_job) == (2, f"{name}-a2")
