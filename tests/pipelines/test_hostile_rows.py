@@ -7,6 +7,7 @@ is read, not run, to say so (see the report of issue 9)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -185,26 +186,33 @@ def test_a_capture_date_in_the_future_is_refused_and_nothing_is_written(engine: 
     assert earlier.capture_id.endswith(":20251215")
 
 
-def test_normalize_of_a_damaged_api_record_rejects_it(engine: Engine) -> None:
-    """Text from JSON can hold what PostgreSQL text cannot (a NUL, a lone surrogate): the record is
-    stored with the damage visible and rejected with a reason, like a file's line."""
-    from market_spine.db.schema import FINRA_API_COLUMNS
+def test_normalize_of_a_damaged_api_record_rejects_it(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text from JSON can hold what PostgreSQL text cannot (a NUL, a lone surrogate): ingest stores
+    the record with the damage visible, and normalize rejects it with a reason, like a file's line."""
+    from contextlib import contextmanager
+
     from market_spine.finra.files import ApiWeek
-    from market_spine.pipelines.copy import copy_text
-    from market_spine.pipelines.ingest import RAW_COLUMNS, raw_copy_chunks
+    from market_spine.pipelines import ingest
 
     records = [{**r, "weekStartDate": WEEK.isoformat(), "summaryTypeCode": "ATS_W_SMBL_FIRM"} for r in _records()[:3]]
     records[1] = {**records[1], "issueName": "Bad\ud800Name"}
-    week = ApiWeek("api", records)
-    line = "|".join(records[1][name] for name in HEADER)
-    prefix = f"c\t2025-12-16T00:00:00+00:00\te\t{WEEK.isoformat()}\t{TIER.value}\tapi\t"
-    with engine.begin() as conn:
-        written = copy_text(conn, raw, (*RAW_COLUMNS, *FINRA_API_COLUMNS), raw_copy_chunks(prefix, week))
-        defect = conn.execute(select(raw.c.defect, raw.c.issue_name).where(raw.c.line_number == 2)).one()
-    assert written == 3
-    at = line.index("\ud800") + 1
-    assert defect.defect == f"not valid Unicode: '\\ud800' at character {at} of the record"
-    assert defect.issue_name == "Bad\\ud800Name"
+
+    @contextmanager
+    def finra_answers(*_: object) -> Iterator[ApiWeek]:  # what the API client yields for the week
+        yield ApiWeek("api", records)
+
+    monkeypatch.setattr(ingest, "open_source", finra_answers)
+    assert run(engine, INGEST, WEEK, TIER, params={"source": "finra-api"}).row_count == 3
+    with engine.connect() as conn:
+        stored = conn.execute(select(raw.c.defect, raw.c.issue_name).where(raw.c.line_number == 2)).one()
+    at = "|".join(records[1][name] for name in HEADER).index("\ud800") + 1
+    reason = f"not valid Unicode: '\\ud800' at character {at} of the record"
+    assert (stored.defect, stored.issue_name) == (reason, "Bad\\ud800Name")
+
+    normalize = run(engine, NORMALIZE, WEEK, TIER)
+    assert (normalize.row_count, normalize.rejected) == (2, 1)
+    [(line, rejected_for, record)] = reject_rows(engine)
+    assert (line, rejected_for, record["issueName"]) == (2, reason, "Bad\\ud800Name")
 
 
 def test_normalize_is_one_transaction_and_replays_cleanly(engine: Engine, tmp_path: Path) -> None:
