@@ -48,15 +48,16 @@ def _where(week: str | None, week_ending: str | None, tier: str | None) -> tuple
     return context.week_option(week, week_ending, parsed), parsed
 
 
-def _show(
-    name: str, rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: Format, tier: Tier | None, defaulted: bool
-) -> None:
-    """Print ``spine query <name>``'s rows; without --week, first say (on stderr) which weeks were read."""
-    if defaulted:
-        weeks = service.default_weeks(context.engine(), name, tier)
+def _told(week: date | None, capture_id: str | None = None) -> service.OnRead | None:
+    """Without --week (or --capture-id) the query picks each tier's newest week: say (on stderr) which."""
+    if week is not None or capture_id is not None:
+        return None
+
+    def say_weeks(weeks: list[tuple[date, Tier]]) -> None:
         read = ", ".join(f"{t.value} {describe_week(w)}" for w, t in weeks) or "none computed yet"
         say(f"no --week: each tier's newest week: {read}")
-    emit(rows, fmt, columns=fields, title=name)
+
+    return say_weeks
 
 
 @app.command("venue-share")
@@ -79,9 +80,10 @@ def venue_share(
     """Each venue's (MPID's) volume and share of a symbol's weekly volume, with the symbol's venue count."""
     w, t = _where(week, week_ending, tier)
     rows = service.venue_share(
-        context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit
-    )
-    _show("venue-share", rows, service.VENUE_SHARE_FIELDS, fmt, t, w is None and capture_id is None)
+        context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit,
+        on_read=_told(w, capture_id),
+    )  # fmt: skip
+    emit(rows, fmt, columns=service.VENUE_SHARE_FIELDS, title="venue-share")
 
 
 @app.command("hhi")
@@ -106,9 +108,10 @@ def hhi(
     A symbol traded on one venue has HHI 1: --min-venues 2 leaves those out."""
     w, t = _where(week, week_ending, tier)
     rows = service.hhi(
-        context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit
-    )
-    _show("hhi", rows, service.HHI_FIELDS, fmt, t, w is None and capture_id is None)
+        context.engine(), w, t, symbol=symbol, capture_id=capture_id, sort=sort, min_venues=min_venues, limit=limit,
+        on_read=_told(w, capture_id),
+    )  # fmt: skip
+    emit(rows, fmt, columns=service.HHI_FIELDS, title="hhi")
 
 
 def _partition_command(name: str, fetch: Callable[..., list[dict[str, Any]]], fields: Sequence[str]) -> None:
@@ -124,8 +127,8 @@ def _partition_command(name: str, fetch: Callable[..., list[dict[str, Any]]], fi
         fmt: FormatOpt = Format.TABLE,
     ) -> None:
         w, t = _where(week, week_ending, tier)
-        rows = fetch(context.engine(), w, t, capture_id=capture_id, limit=limit)
-        _show(name, rows, fields, fmt, t, w is None and capture_id is None)
+        rows = fetch(context.engine(), w, t, capture_id=capture_id, limit=limit, on_read=_told(w, capture_id))
+        emit(rows, fmt, columns=fields, title=name)
 
     command.__doc__ = fetch.__doc__
     app.command(name)(command)
@@ -141,4 +144,5 @@ def captures(
 ) -> None:
     """The captures of a partition, newest first: FINRA publication dates, stages and row counts."""
     w, t = _where(week, week_ending, tier)
-    _show("captures", service.captures(context.engine(), w, t), service.CAPTURE_FIELDS, fmt, t, w is None)
+    rows = service.captures(context.engine(), w, t, on_read=_told(w))
+    emit(rows, fmt, columns=service.CAPTURE_FIELDS, title="captures")

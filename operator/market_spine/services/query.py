@@ -12,7 +12,7 @@ formats them.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from enum import StrEnum
 from typing import Any
@@ -85,34 +85,32 @@ def newest_weeks(engine: Engine, base: Table, tiers: Sequence[Tier]) -> list[Par
     return [(found[tier], tier) for tier in tiers if tier in found]
 
 
-# The table whose newest week a query reads when no week is given: its own, but normalize's for
-# rejects (a week without rejects counts) and ingest's for captures.
-DEFAULT_WEEK_SOURCE: dict[str, Table] = {
-    "venue-share": venue_volume,
-    "hhi": symbol_hhi,
-    "tier-share": tier_venue_share,
-    "rejects": normalized,
-    "captures": raw,
-}
-
-
-def default_weeks(engine: Engine, query: str, tier: Tier | None) -> list[Partition]:
-    """The partitions ``spine query <query>`` reads without ``--week``: each tier's newest week."""
-    return newest_weeks(engine, DEFAULT_WEEK_SOURCE[query], [tier] if tier is not None else list(Tier))
+# Told which partitions a query read, once it knows them (``spine query`` says so when it chose
+# them: no --week).
+OnRead = Callable[[list[Partition]], None]
 
 
 def partitions(
-    engine: Engine, base: Table, week: date | None, tier: Tier | None, capture_id: str | None = None
+    engine: Engine,
+    base: Table,
+    week: date | None,
+    tier: Tier | None,
+    capture_id: str | None = None,
+    on_read: OnRead | None = None,
 ) -> list[Partition]:
     """The partitions a query reads: the one named; with no week, each tier's newest computed
     week in ``base``; with no tier, every tier. A capture id names its own partition (which must
-    be the week and tier given, if any)."""
-    if capture_id is not None:
-        return [capture_partition(engine, capture_id, week, tier)]
+    be the week and tier given, if any). ``on_read`` is told the result."""
     tiers = [tier] if tier is not None else list(Tier)
-    if week is None:
-        return newest_weeks(engine, base, tiers)
-    return [(week, t) for t in tiers]
+    if capture_id is not None:
+        found = [capture_partition(engine, capture_id, week, tier)]
+    elif week is None:
+        found = newest_weeks(engine, base, tiers)
+    else:
+        found = [(week, t) for t in tiers]
+    if on_read is not None:
+        on_read(found)
+    return found
 
 
 def capture_partition(engine: Engine, capture_id: str, week: date | None, tier: Tier | None) -> Partition:
@@ -179,9 +177,10 @@ def venue_share(
     sort: ShareSort = ShareSort.SYMBOL,
     min_venues: int = 1,
     limit: int | None = None,
+    on_read: OnRead | None = None,
 ) -> list[Row]:
     """Each venue's volume and share of its symbol's volume, with the symbol's venue count."""
-    where = partitions(engine, venue_volume, week, tier, capture_id)
+    where = partitions(engine, venue_volume, week, tier, capture_id, on_read)
     if not where:
         return []
     base = _source(venue_volume, capture_id)
@@ -212,10 +211,11 @@ def hhi(
     sort: HhiSort = HhiSort.SYMBOL,
     min_venues: int = 1,
     limit: int | None = None,
+    on_read: OnRead | None = None,
 ) -> list[Row]:
     """Per symbol: total volume, venue count and HHI. ``sort=HhiSort.HHI`` with ``min_venues=2``
     is the demo's "most concentrated symbols" (a single venue's HHI is 1 by definition)."""
-    where = partitions(engine, symbol_hhi, week, tier, capture_id)
+    where = partitions(engine, symbol_hhi, week, tier, capture_id, on_read)
     if not where:
         return []
     source = _source(symbol_hhi, capture_id)
@@ -233,10 +233,16 @@ def hhi(
 
 
 def tier_share(
-    engine: Engine, week: date | None, tier: Tier | None, *, capture_id: str | None = None, limit: int | None = None
+    engine: Engine,
+    week: date | None,
+    tier: Tier | None,
+    *,
+    capture_id: str | None = None,
+    limit: int | None = None,
+    on_read: OnRead | None = None,
 ) -> list[Row]:
     """Each MPID's share of its tier's weekly volume, by rank (per tier, then rank)."""
-    where = partitions(engine, tier_venue_share, week, tier, capture_id)
+    where = partitions(engine, tier_venue_share, week, tier, capture_id, on_read)
     source = _source(tier_venue_share, capture_id)
     c = source.c
     order = (c.tier, c.week, c.rank)
@@ -244,10 +250,16 @@ def tier_share(
 
 
 def rejected(
-    engine: Engine, week: date | None, tier: Tier | None, *, capture_id: str | None = None, limit: int | None = None
+    engine: Engine,
+    week: date | None,
+    tier: Tier | None,
+    *,
+    capture_id: str | None = None,
+    limit: int | None = None,
+    on_read: OnRead | None = None,
 ) -> list[Row]:
     """The rows normalize refused, with the reason and the row as received, by line number."""
-    where = partitions(engine, normalized, week, tier, capture_id)  # weeks with no rejects count too
+    where = partitions(engine, normalized, week, tier, capture_id, on_read)  # weeks with no rejects count too
     source = _source(rejects, capture_id)
     c = source.c
     order = (c.tier, c.week, c.stage, c.line_number)
@@ -277,10 +289,11 @@ def _counts(engine: Engine, base: Table, week: date, tier: Tier, *conditions: An
         return {capture: count for capture, count in conn.execute(query)}
 
 
-def captures(engine: Engine, week: date | None, tier: Tier | None) -> list[Row]:
+def captures(engine: Engine, week: date | None, tier: Tier | None, on_read: OnRead | None = None) -> list[Row]:
     """The captures of the partitions named (see :func:`partitions`; with no week, each tier's
     newest ingested week), newest first within each partition."""
-    return [row for w, t in partitions(engine, raw, week, tier) for row in partition_captures(engine, w, t)]
+    where = partitions(engine, raw, week, tier, on_read=on_read)
+    return [row for w, t in where for row in partition_captures(engine, w, t)]
 
 
 def partition_captures(engine: Engine, week: date, tier: Tier) -> list[Row]:
