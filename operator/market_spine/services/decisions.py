@@ -33,10 +33,17 @@ class Carried:
 
 
 def carry_out(
-    conn: Connection, record: repo.WorkItemRecord, decision: lifecycle.Decision, *, now: datetime, **extra: Any
+    conn: Connection,
+    record: repo.WorkItemRecord,
+    decision: lifecycle.Decision,
+    *,
+    now: datetime,
+    row_count: int | None = None,
+    **extra: Any,
 ) -> Carried:
     """Write ``decision`` over ``record`` (``ChangedMeanwhile`` if the row moved since it was read)
-    and carry out its effects. ``extra``: the lease columns of a claim."""
+    and carry out its effects. ``row_count``: what an ending attempt wrote, recorded with its end;
+    ``extra``: the lease columns of a claim."""
     columns = (_NOT_RUNNING if decision.item.state is not WorkState.RUNNING else {}) | extra
     saved = repo.save(conn, record, decision.item, **columns)
     carried = Carried(saved, list(decision.notes))
@@ -52,6 +59,7 @@ def carry_out(
                 outcome=end.outcome.value,
                 error=end.message,
                 capture_id=end.capture_id,
+                row_count=row_count,
             ),
         )
     for step in decision.of(lifecycle.ChainNext):

@@ -370,9 +370,7 @@ class Worker:
             capture_id=capture,
             read_upstream=attempt.record.upstream_execution_id,  # what it read: the item as claimed
         )
-        carried = carry_out(conn, current, decision, now=now)
-        repo.upsert_execution(conn, _rows(current, attempt.execution, rows))
-        return carried
+        return carry_out(conn, current, decision, now=now, row_count=rows)
 
     def _succeeded(self, attempt: Attempt, result: StageResult) -> AttemptOutcome:
         carried = attempt.ended
@@ -525,16 +523,3 @@ def _why_gone(record: repo.WorkItemRecord | None) -> str:
     if record.state is WorkState.CANCELLED:
         return "the item was cancelled while the attempt ran"
     return f"the attempt no longer counts: the item is {record.state.value} now"
-
-
-def _rows(record: repo.WorkItemRecord, execution: str, rows: int) -> repo.ExecutionRecord:
-    return repo.ExecutionRecord(
-        execution_id=execution,
-        domain=record.domain,
-        pipeline=record.pipeline,
-        partition_key=record.partition_key,
-        backend="local",
-        work_item_id=record.id,
-        outcome=lifecycle.Outcome.SUCCEEDED.value,
-        row_count=rows,
-    )
