@@ -32,6 +32,7 @@ from market_spine.core.calendar import describe_week, weeks_between
 from market_spine.core.partitions import Tier
 from market_spine.core.resource import MAX_REASON_CHARS
 from market_spine.core.states import WorkState
+from market_spine.core.wording import plural
 from market_spine.core.workitem import (
     BACKFILL_PRIORITY,
     DEFAULT_PRIORITY,
@@ -116,8 +117,8 @@ def _report(result: EnqueueResult) -> None:
     hint = ""
     if result.state in (WorkState.CANCELLED, WorkState.FAILED, WorkState.COMPLETE):
         ref = item_ref(result.pipeline, FinraPartition.model_validate_json(result.partition_key))
-        verb = "re-opens" if result.state == WorkState.CANCELLED else "runs it again"
-        hint = f"; `spine work retry {ref}` {verb} it" if verb == "re-opens" else f"; `spine work retry {ref}` {verb}"
+        verb = "re-opens it" if result.state == WorkState.CANCELLED else "runs it again"
+        hint = f"; `spine work retry {ref}` {verb}"
     print(f"already enqueued: {result.name} is {result.state}; nothing changed{hint}")
 
 
@@ -235,8 +236,7 @@ def backfill(
     else:
         results = enqueue_each(target.enqueue, specs)
     created = sum(r.created for r in results)
-    partitions = "1 partition" if len(specs) == 1 else f"{len(specs)} partitions"
-    print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({partitions})")
+    print(f"backfill: {created} enqueued, {len(specs) - created} already enqueued ({plural(len(specs), 'partition')})")
 
 
 # The fields of `work list`, in every format (a CSV header even when nothing matches).

@@ -7,5 +7,6 @@ from __future__ import annotations
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``count`` and ``noun``, plural unless the count is 1 (``nouns`` for irregular plurals)."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+    """``count`` (with thousands separators) and ``noun``, plural unless the count is 1 (``nouns``
+    for irregular plurals)."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"

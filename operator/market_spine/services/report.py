@@ -14,6 +14,7 @@ from datetime import datetime
 
 from market_spine.core import lifecycle
 from market_spine.core.states import WorkState
+from market_spine.core.wording import plural
 from market_spine.core.workitem import FinraPartition
 from market_spine.db import workitems as repo
 from market_spine.pipelines.registry import StageResult
@@ -57,10 +58,6 @@ def _next(item: repo.WorkItemRecord, now: datetime | None) -> str:
     return ""
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
-
-
 def outcome_of(
     claimed: repo.WorkItemRecord,
     carried: Carried,
@@ -77,8 +74,8 @@ def outcome_of(
         text = f"failed: {failure.text}{_next(item, now)}"
     elif result is not None and item.state is WorkState.COMPLETE:
         took = f" in {lifecycle.seconds_text(now - claimed.started_at)}" if claimed.started_at else ""
-        rejected = f", {_plural(result.rejected, 'row')} rejected" if result.rejected else ""
-        text = f"completed{took} ({_plural(result.row_count, 'row')}{rejected}, capture {result.capture_id})"
+        rejected = f", {plural(result.rejected, 'row')} rejected" if result.rejected else ""
+        text = f"completed{took} ({plural(result.row_count, 'row')}{rejected}, capture {result.capture_id})"
         chained = [n.message for n in carried.notes if n.reason in ("Chained", "ChainDeferred", "ChainSkipped")]
         if chained:
             text += "; " + "; ".join(chained)
@@ -134,4 +131,4 @@ class WorkerReport:
                         shown = ", ".join(_when(t) for t in times[:3]) + (", …" if len(times) > 3 else "")
                         part += f" (next attempt{'s' if len(times) > 1 else ''} at {shown})"
                 parts.append(part)
-        return f"{_plural(len(self.outcomes), 'attempt')}: " + ", ".join(parts)
+        return f"{plural(len(self.outcomes), 'attempt')}: " + ", ".join(parts)
