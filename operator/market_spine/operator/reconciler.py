@@ -270,7 +270,6 @@ class Reconciler:
         self.active = asyncio.Event()
         self.active.set()
         self._background: set[asyncio.Task[None]] = set()
-        self.reconciles = 0  # decisions made (events that changed nothing are not counted)
         self.events_seen = 0
 
     # --- feeding (called by the Kopf handlers) ---------------------------------------------
@@ -417,8 +416,7 @@ class Reconciler:
         signature = self._signature(record)
         if not forced and self._seen.get(key) == signature:
             return
-        self.reconciles += 1
-        self.metrics.reconciles.inc()
+        self.metrics.reconciles.inc()  # decisions made (events that changed nothing are not counted)
         view = record.view()
         now = self.clock()
         job = None
